@@ -1,0 +1,20 @@
+# Two commands do all the set-up: `make run` starts the service, `make test` runs the suite.
+# Each creates .venv and installs the project on first use (and again when pyproject.toml changes).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+.PHONY: run test bench
+run: $(VENV)/.installed
+	$(VENV)/bin/consent-svc serve $(ARGS)
+
+test: $(VENV)/.installed
+	$(VENV)/bin/pytest $(ARGS)
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python bench/ingest.py $(ARGS)

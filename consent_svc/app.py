@@ -1,0 +1,86 @@
+"""The application factory: the only module that wires every domain together."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from litestar import Litestar, Router
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.logging import LoggingConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+
+from consent_svc import crypto, db, errors, telemetry
+from consent_svc.auth import scope_guard
+from consent_svc.consents.ledger import RecordRules
+from consent_svc.consents.routes import ConsentController
+from consent_svc.health import HealthController
+from consent_svc.policies.load import load_policies
+from consent_svc.policies.routes import PolicyController
+from consent_svc.policies.types import Policies
+from consent_svc.settings import Settings
+
+log = logging.getLogger("consent_svc")
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+    policies = load_policies(settings.policies_dir)
+    keys = crypto.load_keys(settings)
+    rules = RecordRules.of(policies, keys, settings.clock_skew_seconds)
+    tracer_provider, meter_provider = telemetry.configure()
+
+    @asynccontextmanager
+    async def database(app: Litestar) -> AsyncIterator[None]:
+        app.state.pool = await db.create_pool(settings)
+        try:
+            async with app.state.pool.acquire() as conn:
+                await db.migrate(conn)
+            yield
+        finally:
+            await app.state.pool.close()
+
+    def provide_pool(state: State) -> asyncpg.Pool:
+        return state.pool
+
+    v1 = Router(
+        "/v1",
+        route_handlers=[ConsentController, PolicyController],
+        guards=[scope_guard],
+        security=[{"BearerAuth": []}],
+    )
+    return Litestar(
+        route_handlers=[v1, HealthController],
+        lifespan=[database],
+        dependencies={
+            "pool": Provide(provide_pool, sync_to_thread=False),
+            "keys": Provide(lambda: keys, sync_to_thread=False, use_cache=True),
+            "rules": Provide(lambda: rules, sync_to_thread=False, use_cache=True),
+            "policies": Provide(lambda: policies, sync_to_thread=False, use_cache=True),
+        },
+        plugins=[
+            errors.problem_plugin(),
+            OpenTelemetryPlugin(OpenTelemetryConfig(tracer_provider=tracer_provider, meter_provider=meter_provider)),
+        ],
+        exception_handlers=errors.exception_handlers,
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="consent-svc",
+            version="0.1.0",
+            path="/schema",
+            components=Components(
+                security_schemes={"BearerAuth": SecurityScheme(type="http", scheme="bearer", description="API key")}
+            ),
+        ),
+        logging_config=LoggingConfig(
+            root={"level": settings.log_level, "handlers": ["queue_listener"]},
+            log_exceptions="always",
+            disable_stack_trace={400, 401, 403, 404, 405, 409, 413, 422, 503},
+        ),
+        debug=False,
+    )

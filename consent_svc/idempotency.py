@@ -1,0 +1,62 @@
+"""Idempotency-Key: a retried call gets the first answer; the same key with another body is refused."""
+
+from __future__ import annotations
+
+import hashlib
+
+import asyncpg
+import msgspec
+
+from consent_svc.errors import InvalidInput, ProblemError
+
+CLAIM_KEY = """
+INSERT INTO idempotency_keys (api_key_id, key_hash, request_hash) VALUES ($1, $2, $3)
+ON CONFLICT DO NOTHING
+"""
+SELECT_KEY = """
+SELECT request_hash, status_code, response FROM idempotency_keys WHERE api_key_id = $1 AND key_hash = $2
+"""
+STORE_RESPONSE = """
+UPDATE idempotency_keys SET status_code = $3, response = $4 WHERE api_key_id = $1 AND key_hash = $2
+"""
+DELETE_EXPIRED = "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1)"
+
+
+class Claim(msgspec.Struct, frozen=True):
+    api_key_id: str
+    key_hash: bytes
+    request_hash: bytes
+
+
+class Replay(msgspec.Struct, frozen=True):
+    status_code: int
+    body: bytes
+
+
+def claim_for(api_key_id: str, header: str | None, canonical_request: bytes) -> Claim | None:
+    if header is None:
+        return None
+    if not 1 <= len(header) <= 255:
+        raise ProblemError("Idempotency-Key must be 1 to 255 characters", title="Bad Idempotency-Key")
+    return Claim(api_key_id, hashlib.sha256(header.encode()).digest(), hashlib.sha256(canonical_request).digest())
+
+
+async def claim(conn: asyncpg.Connection, c: Claim) -> Replay | None:
+    """Inside the caller's transaction: None if the key is new (now held), else the first answer.
+
+    A concurrent call with the same key waits on the row lock until the first commits, then replays.
+    """
+    if await conn.execute(CLAIM_KEY, c.api_key_id, c.key_hash, c.request_hash) == "INSERT 0 1":
+        return None
+    row = await conn.fetchrow(SELECT_KEY, c.api_key_id, c.key_hash)
+    if row["request_hash"] != c.request_hash:
+        raise InvalidInput("This Idempotency-Key was used with a different request body", title="Idempotency-Key reused")
+    return Replay(row["status_code"], row["response"])
+
+
+async def store(conn: asyncpg.Connection, c: Claim, status_code: int, body: bytes) -> None:
+    await conn.execute(STORE_RESPONSE, c.api_key_id, c.key_hash, status_code, body)
+
+
+async def delete_expired(conn: asyncpg.Connection, ttl_hours: int) -> int:
+    return int((await conn.execute(DELETE_EXPIRED, ttl_hours)).rsplit(" ", 1)[-1])

@@ -1,0 +1,69 @@
+"""All settings, from the environment, in one frozen Struct."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+PREFIX = "CONSENT_SVC_"
+DEFAULT_POLICIES_DIR = str(Path(__file__).resolve().parent.parent / "policies")
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message is one line naming the variable."""
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    database_url: str | None = None
+    """PostgreSQL URL; when unset, an embedded server runs under ``data_dir``."""
+    data_dir: str = "./var"
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
+    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    master_key: str | None = None
+    """Base64 of 32 bytes: wraps every subject's data key. Generated into ``data_dir`` when embedded."""
+    lookup_secret: str | None = None
+    """Base64 of 32 bytes: the HMAC key of identifier look-up hashes. Generated like ``master_key``."""
+    policies_dir: str = DEFAULT_POLICIES_DIR
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16 * 1024 * 1024
+    max_batch_records: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 10_000
+    clock_skew_seconds: Annotated[int, msgspec.Meta(ge=0, le=3600)] = 300
+    idempotency_ttl_hours: Annotated[int, msgspec.Meta(ge=1)] = 24
+    pool_min_size: Annotated[int, msgspec.Meta(ge=0)] = 2
+    pool_max_size: Annotated[int, msgspec.Meta(ge=1)] = 10
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        values: dict[str, str] = {
+            key[len(PREFIX) :].lower(): value for key, value in environ.items() if key.startswith(PREFIX)
+        }
+        if environ.get("DATABASE_URL"):
+            values["database_url"] = environ["DATABASE_URL"]
+        try:
+            return msgspec.convert(values, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise SettingsError(_one_line(exc)) from None
+
+    @property
+    def embedded(self) -> bool:
+        return not self.database_url
+
+
+def _one_line(exc: msgspec.ValidationError) -> str:
+    """'Expected `int`, got `str` - at `$.port`' -> 'CONSENT_SVC_PORT: expected `int`, got `str`'."""
+    message = str(exc)
+    if " - at `$." in message:
+        reason, _, path = message.rpartition(" - at `$.")
+        field = path.rstrip("`")
+        name = "DATABASE_URL" if field == "database_url" else PREFIX + field.upper()
+        return f"invalid setting {name}: {reason[0].lower()}{reason[1:]}"
+    if message.startswith("Object contains unknown field"):
+        field = message.split("`")[1]
+        return f"unknown setting {PREFIX}{field.upper()}"
+    return f"invalid settings: {message}"

@@ -1,0 +1,83 @@
+-- API keys: the secret is stored only as its SHA-256 (keys are 256-bit random, so no slow hash is needed).
+CREATE TABLE api_keys (
+    id          text PRIMARY KEY,
+    name        text NOT NULL,
+    secret_hash bytea NOT NULL,
+    scopes      text[] NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    revoked_at  timestamptz
+);
+
+-- A subject is an opaque id with its own data key, wrapped by the master key. Destroying the wrapped key
+-- erases everything encrypted under it (identifiers, proofs) without touching any other row.
+CREATE TABLE subjects (
+    subject_id    uuid PRIMARY KEY,
+    wrapped_key   bytea,
+    master_key_id text NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    erased_at     timestamptz
+);
+
+-- Identifiers: a keyed hash to find the subject, the normalized value encrypted under the subject's key.
+CREATE TABLE subject_identifiers (
+    subject_id  uuid NOT NULL REFERENCES subjects,
+    lookup_hash bytea NOT NULL,
+    kind        text NOT NULL,
+    value_enc   bytea NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (subject_id, lookup_hash)
+);
+CREATE UNIQUE INDEX subject_identifiers_lookup ON subject_identifiers (lookup_hash);
+
+-- The ledger: append-only. `fingerprint` (an HMAC of the record's content) recognizes a resent record.
+CREATE TABLE consent_records (
+    subject_id   uuid NOT NULL,
+    record_id    uuid NOT NULL,
+    purpose      text NOT NULL,
+    status       text NOT NULL CHECK (status IN ('granted', 'denied', 'withdrawn')),
+    collected_at timestamptz NOT NULL,
+    received_at  timestamptz NOT NULL,
+    region       text NOT NULL,
+    source       jsonb NOT NULL,
+    expires_at   timestamptz,
+    proof_enc    bytea,
+    fingerprint  bytea NOT NULL,
+    PRIMARY KEY (subject_id, record_id)
+);
+CREATE UNIQUE INDEX consent_records_fingerprint ON consent_records (subject_id, fingerprint);
+CREATE INDEX consent_records_history ON consent_records (subject_id, collected_at DESC, record_id DESC);
+
+-- Append-only: a record, once written, is never changed (erasure destroys the subject's key instead).
+CREATE FUNCTION refuse_update() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% is append-only', TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege';
+END $$;
+CREATE TRIGGER consent_records_append_only BEFORE UPDATE ON consent_records
+    FOR EACH ROW EXECUTE FUNCTION refuse_update();
+
+-- Current state per (subject, purpose): the record with the latest collected_at (ties: received_at),
+-- kept in the same transaction as the ledger insert so a check reads one row.
+CREATE TABLE consent_state (
+    subject_id   uuid NOT NULL,
+    purpose      text NOT NULL,
+    record_id    uuid NOT NULL,
+    status       text NOT NULL,
+    collected_at timestamptz NOT NULL,
+    received_at  timestamptz NOT NULL,
+    region       text NOT NULL,
+    source       jsonb NOT NULL,
+    expires_at   timestamptz,
+    PRIMARY KEY (subject_id, purpose)
+);
+
+-- Idempotency-Key replays: the first answer, per API key. Holds ids only, no personal data.
+CREATE TABLE idempotency_keys (
+    api_key_id   text NOT NULL,
+    key_hash     bytea NOT NULL,
+    request_hash bytea NOT NULL,
+    status_code  integer,
+    response     bytea,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (api_key_id, key_hash)
+);
+CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
