@@ -65,8 +65,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         plugins=[
             errors.problem_plugin(),
-            OpenTelemetryPlugin(OpenTelemetryConfig(tracer_provider=tracer_provider, meter_provider=meter_provider)),
+            OpenTelemetryPlugin(
+                OpenTelemetryConfig(
+                    tracer_provider=tracer_provider,
+                    meter_provider=meter_provider,
+                    scope_span_details_extractor=telemetry.route_of,
+                )
+            ),
         ],
+        middleware=[telemetry.RequestCounter],
         exception_handlers=errors.exception_handlers,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
@@ -79,8 +86,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         logging_config=LoggingConfig(
             root={"level": settings.log_level, "handlers": ["queue_listener"]},
-            log_exceptions="always",
-            disable_stack_trace={400, 401, 403, 404, 405, 409, 413, 422, 503},
+            # Errors answered as problems are the caller's; the unexpected ones are logged by errors.py.
+            log_exceptions="never",
         ),
         debug=False,
     )

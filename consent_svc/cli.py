@@ -157,3 +157,7 @@ def import_(file: Path, fmt: str) -> None:
     runtime = Runtime()
     summary = asyncio.run(importer.run(runtime.settings, runtime.keys, file, fmt))
     click.echo(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import msgspec
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
 
 log = logging.getLogger("consent_svc.errors")
@@ -118,7 +118,7 @@ def _from_http(exc: HTTPException) -> ProblemDetailsException:
     slugs = {404: "not-found", 405: "method-not-allowed", 413: "too-large", 415: "unsupported-media-type"}
     slug = slugs.get(status, "http-" + str(status))
     titles = {400: "Bad request", 413: "The request body is too large", 405: "Method not allowed", 404: "Not found"}
-    if status == 400 and str(exc.detail).startswith("JSON is malformed"):
+    if status == 400 and isinstance(exc.__cause__, SerializationException):
         slug, titles[400] = "malformed-json", "The body is not valid JSON"
     return ProblemDetailsException(
         status_code=status,

@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import os
 
+from litestar.exceptions import HTTPException
+from litestar.utils import normalize_path
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
@@ -31,6 +33,8 @@ def configure(
     global _configured
     if _configured is not None:
         return _configured
+    # Stable HTTP semantic conventions: duration histograms labelled by route template, not by URL.
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "consent-svc")})
     tracer_provider = TracerProvider(resource=resource)
     readers: list[MetricReader] = []
@@ -56,3 +60,44 @@ def configure(
     AsyncPGInstrumentor(capture_parameters=False).instrument(tracer_provider=tracer_provider)
     _configured = (tracer_provider, meter_provider)
     return _configured
+
+
+def route_of(scope) -> tuple[str, dict[str, str]]:
+    """Span name and route label from the route template (`/v1/subjects/{subject_id}`), never the raw path."""
+    method = str(scope.get("method", "")).strip()
+    route = scope.get("path_template")
+    if route is None:  # the tracing middleware runs before routing: ask the router (it caches)
+        try:
+            route = scope["app"].asgi_router.handle_routing(path=normalize_path(scope["path"]), method=method)[4]
+        except HTTPException:
+            route = "unmatched"
+    name = f"{method} {route}" if method else route
+    return name, {"http.route": route}
+
+
+class RequestCounter:
+    """ASGI middleware: one counter per route template, method and status code."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.counter = metrics.get_meter("consent_svc").create_counter(
+            "consent_svc.http.requests", unit="{request}", description="Requests answered, by route and status"
+        )
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def record_status(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            _, attributes = route_of(scope)
+            self.counter.add(1, {**attributes, "http.request.method": scope["method"], "http.response.status_code": status})

@@ -30,12 +30,6 @@ MASTER_KEY = base64.b64encode(b"m" * 32).decode()
 LOOKUP_SECRET = base64.b64encode(b"s" * 32).decode()
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if asyncio.iscoroutinefunction(getattr(item, "function", None)):
-            item.add_marker(pytest.mark.anyio)
-
-
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"

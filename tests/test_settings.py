@@ -1,0 +1,56 @@
+"""Settings come from the environment; a bad one stops start-up with one clear line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from consent_svc.crypto import load_keys
+from consent_svc.settings import Settings, SettingsError
+
+
+def test_values_are_converted_from_strings():
+    settings = Settings.from_env({"CONSENT_SVC_PORT": "8081", "CONSENT_SVC_WORKERS": "2", "DATABASE_URL": "postgresql://x/y"})
+    assert (settings.port, settings.workers, settings.database_url) == (8081, 2, "postgresql://x/y")
+    assert not settings.embedded
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CONSENT_SVC_PORT": "eighty"}, "invalid setting CONSENT_SVC_PORT"),
+        ({"CONSENT_SVC_PORT": "70000"}, "invalid setting CONSENT_SVC_PORT"),
+        ({"CONSENT_SVC_LOG_LEVEL": "LOUD"}, "invalid setting CONSENT_SVC_LOG_LEVEL"),
+        ({"CONSENT_SVC_PROT": "1"}, "unknown setting CONSENT_SVC_PROT"),
+    ],
+)
+def test_bad_setting_names_the_variable(env, message):
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+def test_external_database_requires_given_keys(tmp_path):
+    with pytest.raises(SettingsError, match="CONSENT_SVC_MASTER_KEY"):
+        load_keys(Settings(database_url="postgresql://x/y", data_dir=str(tmp_path)))
+    with pytest.raises(SettingsError, match="base64 of 32 bytes"):
+        load_keys(Settings(database_url="postgresql://x/y", data_dir=str(tmp_path), master_key="short", lookup_secret="x"))
+
+
+def test_embedded_default_generates_keys_once_with_owner_only_permissions(tmp_path):
+    first = load_keys(Settings(data_dir=str(tmp_path)))
+    again = load_keys(Settings(data_dir=str(tmp_path)))
+    assert first == again
+    for name in ("master_key.b64", "lookup_secret.b64"):
+        assert (tmp_path / "secrets" / name).stat().st_mode & 0o777 == 0o600
+
+
+def test_cli_stops_with_one_line_on_a_bad_setting():
+    env = {**os.environ, "CONSENT_SVC_PORT": "eighty"}
+    result = subprocess.run([sys.executable, "-m", "consent_svc.cli", "migrate"], env=env, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "consent-svc: invalid setting CONSENT_SVC_PORT: expected `int`, got `str`"
+    ]

@@ -1,0 +1,50 @@
+"""Traces and metrics are produced, and never carry an identifier value."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import METRICS, SPANS
+from tests.consents.helpers import batch, record
+
+EMAIL = "Telemetry.Probe@Example.com"
+PHONE = "+14155550177"
+
+
+def _exported_text() -> str:
+    spans = [json.loads(span.to_json()) for span in SPANS.get_finished_spans()]
+    metrics = METRICS.get_metrics_data()
+    return json.dumps(spans) + (metrics.to_json() if metrics else "")
+
+
+async def test_requests_and_queries_are_traced_and_measured_without_identifiers(client, admin, caplog):
+    SPANS.clear()
+    caplog.set_level("DEBUG")
+    response = await client.post(
+        "/v1/consents",
+        json=batch(record(EMAIL), record(identifiers=[{"type": "phone", "value": PHONE}], purpose="sms_marketing")),
+        headers=admin,
+    )
+    assert response.status_code == 201
+    lookup = await client.post("/v1/subjects/lookup", json={"identifiers": [{"type": "email", "value": EMAIL}]}, headers=admin)
+    subject_id = lookup.json()["subject_id"]
+    await client.get(f"/v1/subjects/{subject_id}", headers=admin)
+    await client.post("/v1/consents", json=batch(record(EMAIL, purpose="telepathy")), headers=admin)
+
+    spans = SPANS.get_finished_spans()
+    names = {span.name for span in spans}
+    assert any("/v1/consents" in name for name in names), names
+    assert any(span.attributes.get("db.system") == "postgresql" for span in spans)
+    routes = {}
+    for rm in METRICS.get_metrics_data().resource_metrics:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                routes[m.name] = {p.attributes.get("http.route") for p in m.data.data_points}
+    # Per endpoint, by route template: a subject id never becomes a label.
+    for name in ("http.server.request.duration", "consent_svc.http.requests"):
+        assert {"/v1/consents", "/v1/subjects/lookup", "/v1/subjects/{subject_id}"} <= routes[name], routes
+    assert any(span.name == "GET /v1/subjects/{subject_id}" for span in spans)
+
+    text = _exported_text().lower() + caplog.text.lower()
+    for secret in (EMAIL.lower(), "telemetry.probe", PHONE, "4155550177"):
+        assert secret not in text
