@@ -123,11 +123,14 @@ async def ensure_database(server_uri: str, name: str = EMBEDDED_DATABASE) -> str
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
-    """Per connection: jsonb and json travel as msgspec-encoded text."""
-    for name in ("jsonb", "json"):
-        await conn.set_type_codec(
-            name, encoder=lambda v: msgspec.json.encode(v).decode(), decoder=msgspec.json.decode, schema="pg_catalog"
-        )
+    """Per connection: jsonb travels as msgspec-encoded bytes (binary format: a version byte, then JSON)."""
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda value: b"\x01" + msgspec.json.encode(value),
+        decoder=lambda data: msgspec.json.decode(data[1:]),
+        schema="pg_catalog",
+        format="binary",
+    )
 
 
 async def create_pool(settings: Settings) -> asyncpg.Pool:
