@@ -9,7 +9,6 @@ import hmac
 import os
 from pathlib import Path
 
-import msgspec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from consent_svc.settings import Settings, SettingsError
@@ -18,14 +17,26 @@ NONCE_BYTES = 12
 KEY_BYTES = 32
 
 
-class Keys(msgspec.Struct, frozen=True):
-    master_key: bytes
-    lookup_secret: bytes
+class Keys:
+    """The master key (wraps data keys) and the look-up secret (keys identifier hashes)."""
 
-    @property
-    def master_key_id(self) -> str:
-        """Names the master key in rows it wrapped, so a rotation can find them."""
-        return hashlib.sha256(b"consent-svc master key id\0" + self.master_key).hexdigest()[:16]
+    __slots__ = ("_master", "lookup_secret", "master_key", "master_key_id")
+
+    def __init__(self, master_key: bytes, lookup_secret: bytes) -> None:
+        self.master_key, self.lookup_secret = master_key, lookup_secret
+        # Names the master key in rows it wrapped, so a rotation can find them.
+        self.master_key_id = hashlib.sha256(b"consent-svc master key id\0" + master_key).hexdigest()[:16]
+        self._master = AESGCM(master_key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Keys) and (self.master_key, self.lookup_secret) == (other.master_key, other.lookup_secret)
+
+    def wrap(self, data_key: bytes, aad: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + self._master.encrypt(nonce, data_key, aad)
+
+    def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
+        return self._master.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], aad)
 
 
 def load_keys(settings: Settings) -> Keys:
@@ -67,11 +78,11 @@ def _decode_key(name: str, text: str) -> bytes:
 
 def lookup_hash(secret: bytes, kind: str, value: str) -> bytes:
     """Keyed hash of a normalized identifier: equal inputs meet in an index, the value stays unknown."""
-    return hmac.new(secret, kind.encode() + b"\0" + value.encode(), hashlib.sha256).digest()
+    return hmac.digest(secret, kind.encode() + b"\0" + value.encode(), "sha256")
 
 
 def keyed_digest(secret: bytes, data: bytes) -> bytes:
-    return hmac.new(secret, data, hashlib.sha256).digest()
+    return hmac.digest(secret, data, "sha256")
 
 
 def new_data_key() -> bytes:

@@ -29,6 +29,14 @@ CREATE TABLE subject_identifiers (
 );
 CREATE UNIQUE INDEX subject_identifiers_lookup ON subject_identifiers (lookup_hash);
 
+-- Where consent came from (system, touchpoint, method, notice version, CMP, actor): few distinct values,
+-- stored once and named by the SHA-256 of their canonical JSON.
+CREATE TABLE consent_sources (
+    source_id     bytea PRIMARY KEY,
+    source        jsonb NOT NULL,
+    first_seen_at timestamptz NOT NULL DEFAULT now()
+);
+
 -- The ledger: append-only. `fingerprint` (an HMAC of the record's content) recognizes a resent record.
 CREATE TABLE consent_records (
     subject_id   uuid NOT NULL,
@@ -38,14 +46,14 @@ CREATE TABLE consent_records (
     collected_at timestamptz NOT NULL,
     received_at  timestamptz NOT NULL,
     region       text NOT NULL,
-    source       jsonb NOT NULL,
+    source_id    bytea NOT NULL,  -- consent_sources; written by the same transaction, no per-row FK check
     expires_at   timestamptz,
     proof_enc    bytea,
     fingerprint  bytea NOT NULL,
-    PRIMARY KEY (subject_id, record_id)
+    -- One index serves history (newest first, scanned backwards) and finding a record of a subject.
+    PRIMARY KEY (subject_id, collected_at, record_id)
 );
 CREATE UNIQUE INDEX consent_records_fingerprint ON consent_records (subject_id, fingerprint);
-CREATE INDEX consent_records_history ON consent_records (subject_id, collected_at DESC, record_id DESC);
 
 -- Append-only: a record, once written, is never changed (erasure destroys the subject's key instead).
 CREATE FUNCTION refuse_update() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -56,7 +64,8 @@ CREATE TRIGGER consent_records_append_only BEFORE UPDATE ON consent_records
     FOR EACH ROW EXECUTE FUNCTION refuse_update();
 
 -- Current state per (subject, purpose): the record with the latest collected_at (ties: received_at),
--- kept in the same transaction as the ledger insert so a check reads one row.
+-- kept in the same transaction as the ledger insert so a check reads one row. The rest of the record
+-- (region, source, proof) is one primary-key look-up away in consent_records.
 CREATE TABLE consent_state (
     subject_id   uuid NOT NULL,
     purpose      text NOT NULL,
@@ -64,8 +73,6 @@ CREATE TABLE consent_state (
     status       text NOT NULL,
     collected_at timestamptz NOT NULL,
     received_at  timestamptz NOT NULL,
-    region       text NOT NULL,
-    source       jsonb NOT NULL,
     expires_at   timestamptz,
     PRIMARY KEY (subject_id, purpose)
 );

@@ -9,9 +9,9 @@ import msgspec
 
 from consent_svc import crypto, idempotency
 from consent_svc.consents.identity import IdentifierError, SubjectConflict, normalize
-from consent_svc.consents.store import PreparedRecord, RaceLost, insert_records
+from consent_svc.consents.store import PreparedRecord, RaceLost, insert_records, source_id
 from consent_svc.consents.types import BatchReceipt, ConsentBatch, ConsentRecordIn, Identifier
-from consent_svc.errors import Conflict, FieldError, InvalidInput
+from consent_svc.errors import Conflict, FieldError, InvalidInput, Unavailable
 from consent_svc.policies.load import canonical_region
 from consent_svc.policies.types import Policies
 
@@ -77,6 +77,7 @@ def prepare_record(record: ConsentRecordIn, rules: RecordRules, now: datetime, w
         collected_at=collected_at,
         region=region,
         source=record.source,
+        source_id=source_id(record.source),
         expires_at=expires_at,
         proof=proof,
         fingerprint=crypto.keyed_digest(rules.lookup_secret, content),
@@ -123,7 +124,7 @@ async def record_batch(
             return body, False
         except RaceLost:
             if attempt == RACE_RETRIES - 1:
-                raise
+                raise Unavailable("Concurrent writes for the same subjects kept colliding; retry") from None
         except SubjectConflict as exc:
             where = " and ".join(f"records[{i}]" for i in exc.indexes)
             raise Conflict(

@@ -262,3 +262,15 @@ async def test_records_cannot_be_updated_in_the_database(client, admin, conn):
     await write(client, admin, record())
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await conn.execute("UPDATE consent_records SET status = 'granted'")
+
+
+async def test_concurrent_batches_for_the_same_new_subject_make_one_subject(client, admin, conn):
+    import asyncio
+
+    emails = [f"race{i}@example.com" for i in range(20)]
+    calls = [write(client, admin, *[record(e, purpose=p) for e in emails])
+             for p in ("analytics", "personalization", "email_marketing", "sms_marketing")]
+    responses = await asyncio.gather(*calls)
+    assert [r.status_code for r in responses] == [201] * 4
+    assert await conn.fetchval("SELECT count(*) FROM subjects") == 20
+    assert await conn.fetchval("SELECT count(*) FROM consent_state") == 80

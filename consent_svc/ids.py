@@ -1,0 +1,29 @@
+"""Random UUIDs made in bulk: one urandom call and asyncpg's C UUID type (a uuid.UUID) per id."""
+
+from __future__ import annotations
+
+import os
+import time
+from uuid import UUID
+
+from asyncpg.pgproto.pgproto import UUID as FastUUID
+
+
+def _stamp(buffer: bytearray, version: int) -> list[UUID]:
+    count = len(buffer) // 16
+    buffer[6::16] = bytes((b & 0x0F) | (version << 4) for b in buffer[6::16])
+    buffer[8::16] = bytes((b & 0x3F) | 0x80 for b in buffer[8::16])  # RFC 9562 variant
+    return [FastUUID(bytes(buffer[i : i + 16])) for i in range(0, count * 16, 16)]
+
+
+def uuid4s(count: int) -> list[UUID]:
+    return _stamp(bytearray(os.urandom(16 * count)), 4)
+
+
+def uuid7s(count: int) -> list[UUID]:
+    """Time-ordered ids (RFC 9562 v7, one millisecond stamp per call): rows land at the right edge of an index."""
+    buffer = bytearray(os.urandom(16 * count))
+    stamp = (time.time_ns() // 1_000_000).to_bytes(6, "big")
+    for offset in range(6):
+        buffer[offset::16] = bytes((stamp[offset],)) * count
+    return _stamp(buffer, 7)
