@@ -113,6 +113,18 @@ def _from_validation(exc: ValidationException) -> ProblemDetailsException:
     return InvalidInput(detail, errors=errors)
 
 
+def _from_decode(exc: msgspec.DecodeError) -> ProblemDetailsException:
+    """A body decoded by msgspec (consent_svc.bodies): bad JSON is a 400, a bad shape a 422 naming the field."""
+    message = str(exc)
+    if not isinstance(exc, msgspec.ValidationError):
+        return ProblemDetailsException(
+            status_code=400, type_="/problems/malformed-json", title="The body is not valid JSON", detail=message
+        )
+    reason, _, path = message.partition(" - at `$")
+    field = path.rstrip("`").lstrip(".") or "body"
+    return InvalidInput(f"{field}: {reason}", errors=[FieldError(field=field, message=reason)])
+
+
 def _from_http(exc: HTTPException) -> ProblemDetailsException:
     status = exc.status_code
     slugs = {404: "not-found", 405: "method-not-allowed", 413: "too-large", 415: "unsupported-media-type"}
@@ -159,7 +171,12 @@ DATABASE_REFUSAL = (asyncpg.ReadOnlySQLTransactionError, asyncpg.DiskFullError, 
 
 
 def problem_plugin() -> ProblemDetailsPlugin:
-    mapping: dict[type[Exception], Any] = {ValidationException: _from_validation, HTTPException: _from_http}
+    mapping: dict[type[Exception], Any] = {
+        ValidationException: _from_validation,
+        HTTPException: _from_http,
+        msgspec.DecodeError: _from_decode,
+        msgspec.ValidationError: _from_decode,
+    }
     mapping.update({exc: _from_database_down for exc in DATABASE_DOWN})
     mapping.update({exc: _from_database_refusal for exc in DATABASE_REFUSAL})
     return ProblemDetailsPlugin(ProblemDetailsConfig(exception_to_problem_detail_map=mapping))

@@ -13,6 +13,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from consent_svc import crypto, idempotency
+from consent_svc.bodies import json_body
 from consent_svc.consents import store
 from consent_svc.consents.ledger import RecordRules, hash_identifiers, prepare_batch, record_batch
 from consent_svc.consents.types import (
@@ -35,6 +36,8 @@ class ConsentController(Controller):
         opt={"scope": "consents:write"},
         status_code=201,
         summary="Record consent choices (1 to 10,000 records, all or nothing)",
+        dto=json_body(ConsentBatch),
+        return_dto=None,
     )
     async def record_consents(
         self,
