@@ -54,3 +54,12 @@ def test_cli_stops_with_one_line_on_a_bad_setting():
     assert result.stderr.strip().splitlines() == [
         "consent-svc: invalid setting CONSENT_SVC_PORT: expected `int`, got `str`"
     ]
+
+
+def test_lookup_hasher_is_hmac_sha256():
+    import hmac
+
+    from consent_svc.crypto import LookupHasher
+
+    secret = bytes(range(32))
+    assert LookupHasher(secret)("email", "ann@example.com") == hmac.digest(secret, b"email\0ann@example.com", "sha256")

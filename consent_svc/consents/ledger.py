@@ -23,16 +23,22 @@ class RecordRules(msgspec.Struct, frozen=True):
     """What a record is checked against beyond its type."""
 
     purposes: frozenset[str]
-    lookup_secret: bytes
+    lookup_hash: crypto.LookupHasher
+    fingerprint_key: bytes
     clock_skew: timedelta
 
     @classmethod
     def of(cls, policies: Policies, keys: crypto.Keys, clock_skew_seconds: int) -> RecordRules:
-        return cls(policies.purpose_ids, keys.lookup_secret, timedelta(seconds=clock_skew_seconds))
+        return cls(
+            policies.purpose_ids,
+            crypto.LookupHasher(keys.lookup_secret),
+            keys.lookup_secret,
+            timedelta(seconds=clock_skew_seconds),
+        )
 
 
 def hash_identifiers(
-    identifiers: list[Identifier], secret: bytes, where: str, default_region: str | None = None
+    identifiers: list[Identifier], lookup_hash: crypto.LookupHasher, where: str, default_region: str | None = None
 ) -> tuple[list[tuple[str, str, bytes]], list[FieldError]]:
     out, errors = [], []
     for j, ident in enumerate(identifiers):
@@ -41,7 +47,7 @@ def hash_identifiers(
         except IdentifierError as exc:
             errors.append(FieldError(f"{where}[{j}].value", str(exc)))
             continue
-        out.append((ident.type, value, crypto.lookup_hash(secret, ident.type, value)))
+        out.append((ident.type, value, lookup_hash(ident.type, value)))
     return out, errors
 
 
@@ -59,7 +65,7 @@ def prepare_record(record: ConsentRecordIn, rules: RecordRules, now: datetime, w
         errors.append(FieldError(f"{where}expires_at", "must be after collected_at"))
     country = region.split("-")[0] if region and region != "ZZ" else None
     identifiers, id_errors = hash_identifiers(
-        record.subject.identifiers, rules.lookup_secret, f"{where}subject.identifiers", country
+        record.subject.identifiers, rules.lookup_hash, f"{where}subject.identifiers", country
     )
     errors.extend(id_errors)
     if errors:
@@ -80,7 +86,7 @@ def prepare_record(record: ConsentRecordIn, rules: RecordRules, now: datetime, w
         source_id=source_id(record.source),
         expires_at=expires_at,
         proof=proof,
-        fingerprint=crypto.keyed_digest(rules.lookup_secret, content),
+        fingerprint=crypto.keyed_digest(rules.fingerprint_key, content),
     )
 
 

@@ -64,7 +64,7 @@ class ConsentController(Controller):
         summary="Find a subject by its identifiers (in the body, never the URL)",
     )
     async def lookup_subject(self, data: JSONBody[SubjectIdentifiers], pool: NamedDependency[asyncpg.Pool], rules: NamedDependency[RecordRules]) -> LookupResult:
-        hashed, errors = hash_identifiers(data.identifiers, rules.lookup_secret, "identifiers")
+        hashed, errors = hash_identifiers(data.identifiers, rules.lookup_hash, "identifiers")
         if errors:
             raise InvalidInput(errors[0].message, errors=errors)
         found = set((await store.subjects_by_hash(pool, [h for (_, _, h) in hashed])).values())

@@ -48,6 +48,7 @@ RECORD_COLUMNS = (
     "subject_id", "record_id", "purpose", "status", "collected_at", "received_at", "region", "source_id",
     "expires_at", "proof_enc", "fingerprint",
 )
+STATE_COLUMNS = ("subject_id", "purpose", "record_id", "status", "collected_at", "received_at", "expires_at")
 # A record changes the current state only if it was collected later than the one there (ties: received
 # later): an older record arriving late goes into the history and nowhere else.
 UPSERT_STATE = """
@@ -209,7 +210,7 @@ async def insert_records(
         sources = {records[i].source_id: records[i].source for i, _ in fresh}
         await conn.execute(INSERT_SOURCES, list(sources), list(sources.values()))
         await _copy(conn, "consent_records", RECORD_COLUMNS, record_rows)
-        await _advance_state(conn, records, subject_ids, fresh, received_at)
+        await _advance_state(conn, records, subject_ids, fresh, created, received_at)
     return receipts
 
 
@@ -218,6 +219,7 @@ async def _advance_state(
     records: list[PreparedRecord],
     subject_ids: list[UUID],
     fresh: list[tuple[int, UUID]],
+    created: set[UUID],
     received_at: datetime,
 ) -> None:
     # One row per (subject, purpose): an upsert may not touch the same row twice. Within a batch the
@@ -228,11 +230,17 @@ async def _advance_state(
         held = latest.get(key)
         if held is None or records[i].collected_at >= records[held[0]].collected_at:
             latest[key] = (i, record_id)
-    rows = [
-        (subject, purpose, record_id, records[i].status, records[i].collected_at, records[i].expires_at)
-        for (subject, purpose), (i, record_id) in latest.items()
-    ]
-    await conn.execute(UPSERT_STATE, *map(list, zip(*rows)), received_at)
+    new_rows, upserts = [], []
+    for (subject, purpose), (i, record_id) in latest.items():
+        r = records[i]
+        if subject in created:  # no state can exist yet for a subject this transaction created
+            new_rows.append((subject, purpose, record_id, r.status, r.collected_at, received_at, r.expires_at))
+        else:
+            upserts.append((subject, purpose, record_id, r.status, r.collected_at, r.expires_at))
+    if new_rows:
+        await _copy(conn, "consent_state", STATE_COLUMNS, new_rows)
+    if upserts:
+        await conn.execute(UPSERT_STATE, *map(list, zip(*upserts)), received_at)
 
 
 async def subject_view(conn: asyncpg.Connection, keys: crypto.Keys, subject_id: UUID) -> SubjectView | None:
