@@ -61,6 +61,8 @@ def group_records(identifier_sets: list[list[bytes]], known: dict[bytes, UUID]) 
     (SubjectConflict with the indexes of the records involved): subjects are never merged silently.
     Returns (group of each record, existing subject of each group or None for a new one).
     """
+    if all(len(hashes) == 1 for hashes in identifier_sets):
+        return _group_single(identifier_sets, known)
     parent: dict[bytes, bytes] = {}
 
     def find(h: bytes) -> bytes:
@@ -98,3 +100,10 @@ def group_records(identifier_sets: list[list[bytes]], known: dict[bytes, UUID]) 
             elif subjects[group] != subject:
                 raise SubjectConflict(sorted({first_index[group], index}))
     return groups, subjects
+
+
+def _group_single(identifier_sets: list[list[bytes]], known: dict[bytes, UUID]) -> tuple[list[int], list[UUID | None]]:
+    """The common case, one identifier per record: a group is an identifier, and no conflict can arise."""
+    group_of: dict[bytes, int] = {}
+    groups = [group_of.setdefault(hashes[0], len(group_of)) for hashes in identifier_sets]
+    return groups, [known.get(h) for h in group_of]

@@ -138,39 +138,40 @@ async def insert_records(
 
     Raises SubjectConflict (from identity) when a record's identifiers belong to two subjects, and
     RaceLost when a concurrent transaction won a unique key: the caller retries the transaction.
+    Subjects are handled by their group number in the batch (an int), which is cheaper to hash than a UUID.
     """
     known = await subjects_by_hash(conn, list({h for r in records for (_, _, h) in r.identifiers}))
     groups, existing = group_records([[h for (_, _, h) in r.identifiers] for r in records], known)
 
-    data_keys: dict[UUID, bytes] = {}
+    subjects: list[UUID] = []
+    data_keys: dict[int, bytes] = {}
     subject_rows: list[tuple] = []
-    subject_of_group: list[UUID] = []
     new_ids = iter(ids.uuid4s(existing.count(None)))
-    for subject in existing:
+    for group, subject in enumerate(existing):
         if subject is None:
-            subject, key = next(new_ids), crypto.new_data_key()
-            data_keys[subject] = key
-            subject_rows.append((subject, keys.wrap(key, subject.bytes), keys.master_key_id, received_at))
-        subject_of_group.append(subject)
-    subject_ids = [subject_of_group[g] for g in groups]
-    created = set(data_keys)
+            subject, data_key = next(new_ids), crypto.new_data_key()
+            data_keys[group] = data_key
+            subject_rows.append((subject, keys.wrap(data_key, subject.bytes), keys.master_key_id, received_at))
+        subjects.append(subject)
+    created = frozenset(data_keys)  # groups whose subject this transaction creates
 
     # Existing subjects that receive a new identifier or a proof need their data key.
     needs_key = {
-        subject_ids[i]
+        groups[i]
         for i, r in enumerate(records)
-        if subject_ids[i] not in created and (r.proof is not None or any(h not in known for (_, _, h) in r.identifiers))
+        if groups[i] not in created and (r.proof is not None or any(h not in known for (_, _, h) in r.identifiers))
     }
     if needs_key:
-        for row in await conn.fetch(SELECT_WRAPPED_KEYS, list(needs_key)):
-            data_keys[row["subject_id"]] = keys.unwrap(row["wrapped_key"], row["subject_id"].bytes)
+        group_of = {subjects[g]: g for g in needs_key}
+        for row in await conn.fetch(SELECT_WRAPPED_KEYS, list(group_of)):
+            data_keys[group_of[row["subject_id"]]] = keys.unwrap(row["wrapped_key"], row["subject_id"].bytes)
 
     identifier_rows: dict[bytes, tuple] = {}
     for i, r in enumerate(records):
-        subject = subject_ids[i]
         for kind, value, h in r.identifiers:
             if h not in known and h not in identifier_rows:
-                sealed = crypto.seal(data_keys[subject], value.encode(), _identifier_aad(subject, h))
+                subject = subjects[groups[i]]
+                sealed = crypto.seal(data_keys[groups[i]], value.encode(), _identifier_aad(subject, h))
                 identifier_rows[h] = (subject, h, kind, sealed, received_at)
 
     if subject_rows:
@@ -179,28 +180,29 @@ async def insert_records(
         await _copy(conn, "subject_identifiers", IDENTIFIER_COLUMNS, list(identifier_rows.values()))
 
     # Resent records (same subject, same content) are answered with the stored record, not stored twice.
-    seen: dict[tuple[UUID, bytes], tuple[UUID, datetime]] = {}
-    old_subjects = list({s for s in subject_ids if s not in created})
-    if old_subjects:
-        fingerprints = list({r.fingerprint for i, r in enumerate(records) if subject_ids[i] not in created})
-        for row in await conn.fetch(SELECT_FINGERPRINTS, old_subjects, fingerprints):
-            seen[(row["subject_id"], row["fingerprint"])] = (row["record_id"], row["received_at"])
+    seen: dict[tuple[int, bytes], tuple[UUID, datetime]] = {}
+    old_groups = {subjects[g]: g for g in set(groups) if g not in created}
+    if old_groups:
+        fingerprints = list({r.fingerprint for i, r in enumerate(records) if groups[i] not in created})
+        for row in await conn.fetch(SELECT_FINGERPRINTS, list(old_groups), fingerprints):
+            seen[(old_groups[row["subject_id"]], row["fingerprint"])] = (row["record_id"], row["received_at"])
 
     receipts: list[RecordReceipt] = []
     record_rows: list[tuple] = []
     fresh: list[tuple[int, UUID]] = []
-    record_ids = iter(ids.uuid7s(len(records)))
+    record_ids = ids.uuid7s(len(records))
     for i, r in enumerate(records):
-        subject = subject_ids[i]
-        stored = seen.get((subject, r.fingerprint))
+        group = groups[i]
+        subject = subjects[group]
+        stored = seen.get((group, r.fingerprint))
         if stored is not None:
             receipts.append(RecordReceipt(id=stored[0], subject_id=subject, received_at=stored[1], duplicate=True))
             continue
-        record_id = next(record_ids)
-        seen[(subject, r.fingerprint)] = (record_id, received_at)
+        record_id = record_ids[i]
+        seen[(group, r.fingerprint)] = (record_id, received_at)
         fresh.append((i, record_id))
         receipts.append(RecordReceipt(id=record_id, subject_id=subject, received_at=received_at, duplicate=False))
-        proof = crypto.seal(data_keys[subject], r.proof, _proof_aad(subject, record_id)) if r.proof is not None else None
+        proof = crypto.seal(data_keys[group], r.proof, _proof_aad(subject, record_id)) if r.proof is not None else None
         record_rows.append(
             (subject, record_id, r.purpose, r.status, r.collected_at, received_at, r.region, r.source_id,
              r.expires_at, proof, r.fingerprint)
@@ -210,33 +212,34 @@ async def insert_records(
         sources = {records[i].source_id: records[i].source for i, _ in fresh}
         await conn.execute(INSERT_SOURCES, list(sources), list(sources.values()))
         await _copy(conn, "consent_records", RECORD_COLUMNS, record_rows)
-        await _advance_state(conn, records, subject_ids, fresh, created, received_at)
+        await _advance_state(conn, records, groups, subjects, fresh, created, received_at)
     return receipts
 
 
 async def _advance_state(
     conn: asyncpg.Connection,
     records: list[PreparedRecord],
-    subject_ids: list[UUID],
+    groups: list[int],
+    subjects: list[UUID],
     fresh: list[tuple[int, UUID]],
-    created: set[UUID],
+    created: frozenset[int],
     received_at: datetime,
 ) -> None:
     # One row per (subject, purpose): an upsert may not touch the same row twice. Within a batch the
     # later collected_at wins, and for equal times the later position in the batch.
-    latest: dict[tuple[UUID, str], tuple[int, UUID]] = {}
+    latest: dict[tuple[int, str], tuple[int, UUID]] = {}
     for i, record_id in fresh:
-        key = (subject_ids[i], records[i].purpose)
+        key = (groups[i], records[i].purpose)
         held = latest.get(key)
         if held is None or records[i].collected_at >= records[held[0]].collected_at:
             latest[key] = (i, record_id)
     new_rows, upserts = [], []
-    for (subject, purpose), (i, record_id) in latest.items():
+    for (group, purpose), (i, record_id) in latest.items():
         r = records[i]
-        if subject in created:  # no state can exist yet for a subject this transaction created
-            new_rows.append((subject, purpose, record_id, r.status, r.collected_at, received_at, r.expires_at))
+        if group in created:  # no state can exist yet for a subject this transaction created
+            new_rows.append((subjects[group], purpose, record_id, r.status, r.collected_at, received_at, r.expires_at))
         else:
-            upserts.append((subject, purpose, record_id, r.status, r.collected_at, r.expires_at))
+            upserts.append((subjects[group], purpose, record_id, r.status, r.collected_at, r.expires_at))
     if new_rows:
         await _copy(conn, "consent_state", STATE_COLUMNS, new_rows)
     if upserts:

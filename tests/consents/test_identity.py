@@ -81,3 +81,9 @@ def test_group_touching_two_subjects_is_a_conflict_naming_the_records():
     with pytest.raises(SubjectConflict) as caught:
         group_records([[A, C], [B, C]], {A: S1, B: S2})
     assert caught.value.indexes == [0, 1]
+
+
+def test_one_identifier_per_record_groups_by_identifier():
+    groups, subjects = group_records([[A], [B], [A]], {B: S1})
+    assert groups == [0, 1, 0]
+    assert subjects == [None, S1]
