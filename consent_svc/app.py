@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +16,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 
-from consent_svc import crypto, db, errors, telemetry
+from consent_svc import crypto, db, errors, idempotency, telemetry
 from consent_svc.auth import scope_guard
 from consent_svc.consents.ledger import RecordRules
 from consent_svc.consents.routes import ConsentController
@@ -28,11 +29,25 @@ from consent_svc.settings import Settings
 log = logging.getLogger("consent_svc")
 
 
+HOUSEKEEPING_SECONDS = 600
+
+
+async def _housekeeping(pool: asyncpg.Pool, settings: Settings) -> None:
+    """Drop idempotency keys past retention (an expired key is already free to reuse; this frees the space)."""
+    while True:
+        await asyncio.sleep(HOUSEKEEPING_SECONDS)
+        try:
+            async with pool.acquire() as conn:
+                await idempotency.delete_expired(conn, settings.idempotency_ttl_hours)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("housekeeping skipped: %s", type(exc).__name__)
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     policies = load_policies(settings.policies_dir)
     keys = crypto.load_keys(settings)
-    rules = RecordRules.of(policies, keys, settings.clock_skew_seconds)
+    rules = RecordRules.of(policies, keys, settings)
     tracer_provider, meter_provider = telemetry.configure()
 
     @asynccontextmanager
@@ -41,7 +56,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         try:
             async with app.state.pool.acquire() as conn:
                 await db.migrate(conn)
+            housekeeping = asyncio.create_task(_housekeeping(app.state.pool, settings))
             yield
+            housekeeping.cancel()
         finally:
             await app.state.pool.close()
 

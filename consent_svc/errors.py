@@ -107,7 +107,10 @@ def _from_validation(exc: ValidationException) -> ProblemDetailsException:
     errors = []
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if isinstance(item, dict):
-            key = item.get("key")
+            key, message = item.get("key"), str(item.get("message"))
+            if message == "'data'":  # Litestar's word for an empty body where one is required
+                errors.append(FieldError(field="body", message="a JSON body is required"))
+                continue
             errors.append(FieldError(field="body" if key in (None, "data") else str(key), message=str(item.get("message"))))
     detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or str(exc.detail)
     return InvalidInput(detail, errors=errors)
@@ -153,7 +156,7 @@ def _from_database_refusal(exc: Exception) -> ProblemDetailsException:
 
 
 def _from_unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.scope.get("route_handler") and request.url.path)
+    log.exception("unhandled error on %s %s", request.method, request.scope.get("path_template", "?"))
     body = {"type": "/problems/internal", "title": "Internal error", "status": 500, "detail": "An unexpected error"}
     return Response(body, status_code=500, media_type=PROBLEM_JSON)
 

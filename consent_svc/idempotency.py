@@ -9,9 +9,12 @@ import msgspec
 
 from consent_svc.errors import InvalidInput, ProblemError
 
+# A key older than the retention period is free again: the claim takes it over.
 CLAIM_KEY = """
-INSERT INTO idempotency_keys (api_key_id, key_hash, request_hash) VALUES ($1, $2, $3)
-ON CONFLICT DO NOTHING
+INSERT INTO idempotency_keys AS held (api_key_id, key_hash, request_hash) VALUES ($1, $2, $3)
+ON CONFLICT (api_key_id, key_hash) DO UPDATE
+SET request_hash = EXCLUDED.request_hash, created_at = now(), status_code = NULL, response = NULL
+WHERE held.created_at < now() - make_interval(hours => $4)
 """
 SELECT_KEY = """
 SELECT request_hash, status_code, response FROM idempotency_keys WHERE api_key_id = $1 AND key_hash = $2
@@ -26,6 +29,7 @@ class Claim(msgspec.Struct, frozen=True):
     api_key_id: str
     key_hash: bytes
     request_hash: bytes
+    ttl_hours: int
 
 
 class Replay(msgspec.Struct, frozen=True):
@@ -33,12 +37,13 @@ class Replay(msgspec.Struct, frozen=True):
     body: bytes
 
 
-def claim_for(api_key_id: str, header: str | None, canonical_request: bytes) -> Claim | None:
+def claim_for(api_key_id: str, header: str | None, canonical_request: bytes, ttl_hours: int) -> Claim | None:
     if header is None:
         return None
     if not 1 <= len(header) <= 255:
         raise ProblemError("Idempotency-Key must be 1 to 255 characters", title="Bad Idempotency-Key")
-    return Claim(api_key_id, hashlib.sha256(header.encode()).digest(), hashlib.sha256(canonical_request).digest())
+    digest = hashlib.sha256
+    return Claim(api_key_id, digest(header.encode()).digest(), digest(canonical_request).digest(), ttl_hours)
 
 
 async def claim(conn: asyncpg.Connection, c: Claim) -> Replay | None:
@@ -46,7 +51,7 @@ async def claim(conn: asyncpg.Connection, c: Claim) -> Replay | None:
 
     A concurrent call with the same key waits on the row lock until the first commits, then replays.
     """
-    if await conn.execute(CLAIM_KEY, c.api_key_id, c.key_hash, c.request_hash) == "INSERT 0 1":
+    if await conn.execute(CLAIM_KEY, c.api_key_id, c.key_hash, c.request_hash, c.ttl_hours) == "INSERT 0 1":
         return None
     row = await conn.fetchrow(SELECT_KEY, c.api_key_id, c.key_hash)
     if row["request_hash"] != c.request_hash:

@@ -50,6 +50,8 @@ def configure(
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    exported = [name for name, wanted in (("traces", _otlp_wanted("TRACES")), ("metrics", _otlp_wanted("METRICS"))) if wanted]
+    log.info("OTLP export: %s", ", ".join(exported) or "off")
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)

@@ -48,3 +48,20 @@ async def test_requests_and_queries_are_traced_and_measured_without_identifiers(
     text = _exported_text().lower() + caplog.text.lower()
     for secret in (EMAIL.lower(), "telemetry.probe", PHONE, "4155550177"):
         assert secret not in text
+
+
+def _otlp_line(env: dict[str, str]) -> str:
+    import os
+    import subprocess
+    import sys
+
+    code = "import logging; logging.basicConfig(level=logging.INFO)\nfrom consent_svc import telemetry; telemetry.configure()"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, check=True)
+    return next(line for line in out.stderr.splitlines() if "OTLP export" in line)
+
+
+def test_otlp_export_only_when_asked():
+    assert _otlp_line({}).endswith("OTLP export: off")
+    assert _otlp_line({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}).endswith("OTLP export: traces, metrics")
+    assert _otlp_line({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318"}).endswith("OTLP export: traces")

@@ -71,7 +71,7 @@ def read_lines(path: Path, fmt: str) -> Iterator[tuple[int, ConsentRecordIn | Ex
 
 
 async def run(settings: Settings, keys: crypto.Keys, path: Path, fmt: str) -> dict:
-    rules = RecordRules.of(load_policies(settings.policies_dir), keys, settings.clock_skew_seconds)
+    rules = RecordRules.of(load_policies(settings.policies_dir), keys, settings)
     pool = await db.create_pool(settings)
     accepted = duplicates = rejected = 0
     chunk: list[tuple[int, PreparedRecord]] = []

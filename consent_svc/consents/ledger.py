@@ -14,6 +14,7 @@ from consent_svc.consents.types import BatchReceipt, ConsentBatch, ConsentRecord
 from consent_svc.errors import Conflict, FieldError, InvalidInput, Unavailable
 from consent_svc.policies.load import canonical_region
 from consent_svc.policies.types import Policies
+from consent_svc.settings import Settings
 
 MAX_ERRORS_REPORTED = 50
 RACE_RETRIES = 5
@@ -26,14 +27,16 @@ class RecordRules(msgspec.Struct, frozen=True):
     lookup_hash: crypto.LookupHasher
     fingerprint_key: bytes
     clock_skew: timedelta
+    idempotency_ttl_hours: int
 
     @classmethod
-    def of(cls, policies: Policies, keys: crypto.Keys, clock_skew_seconds: int) -> RecordRules:
+    def of(cls, policies: Policies, keys: crypto.Keys, settings: Settings) -> RecordRules:
         return cls(
             policies.purpose_ids,
             crypto.LookupHasher(keys.lookup_secret),
             keys.lookup_secret,
-            timedelta(seconds=clock_skew_seconds),
+            timedelta(seconds=settings.clock_skew_seconds),
+            settings.idempotency_ttl_hours,
         )
 
 

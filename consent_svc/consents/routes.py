@@ -24,7 +24,7 @@ from consent_svc.consents.types import (
     SubjectIdentifiers,
     SubjectView,
 )
-from consent_svc.errors import Conflict, InvalidInput, NotFound, ProblemError
+from consent_svc.errors import Conflict, FieldError, InvalidInput, NotFound, ProblemError
 
 
 class ConsentController(Controller):
@@ -52,7 +52,9 @@ class ConsentController(Controller):
         ] = None,
     ) -> Response[BatchReceipt]:
         prepared = prepare_batch(data, rules, datetime.now(UTC))
-        claim = idempotency.claim_for(request.state.api_key_id, idempotency_key, msgspec.json.encode(data))
+        claim = idempotency.claim_for(
+            request.state.api_key_id, idempotency_key, msgspec.json.encode(data), rules.idempotency_ttl_hours
+        )
         body, replayed = await record_batch(pool, keys, prepared, claim)
         headers = {"Idempotent-Replayed": "true"} if replayed else {}
         return Response(body, status_code=201, media_type="application/json", headers=headers)  # type: ignore[arg-type]
@@ -98,7 +100,7 @@ class ConsentController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> ConsentHistory:
         if purpose is not None and purpose not in rules.purposes:
-            raise InvalidInput(f"unknown purpose `{purpose}`", errors=[])
+            raise InvalidInput(f"unknown purpose `{purpose}`", errors=[FieldError("purpose", "unknown purpose")])
         try:
             after = store.decode_cursor(cursor) if cursor else None
         except ValueError:

@@ -182,6 +182,20 @@ async def test_bad_input_is_a_problem_naming_the_field(client, admin, label):
     assert any(e["field"] == field for e in problem["errors"]), problem["errors"]
 
 
+async def test_empty_body_is_422_asking_for_one(client, admin):
+    response = await client.post("/v1/consents", content=b"", headers={**admin, "content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["errors"] == [{"field": "body", "message": "a JSON body is required"}]
+
+
+@pytest.mark.parametrize(("query", "field"), [("limit=0", "limit"), ("limit=x", "limit"), ("purpose=nope", "purpose")])
+async def test_bad_history_query_is_422_naming_the_parameter(client, admin, query, field):
+    subject_id = (await write(client, admin, record())).json()["records"][0]["subject_id"]
+    response = await client.get(f"/v1/subjects/{subject_id}/consents?{query}", headers=admin)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == field
+
+
 async def test_too_many_records_is_422(client, admin):
     response = await client.post("/v1/consents", json=batch(*[record()] * 10_001), headers=admin)
     assert response.status_code == 422
@@ -274,3 +288,15 @@ async def test_concurrent_batches_for_the_same_new_subject_make_one_subject(clie
     assert [r.status_code for r in responses] == [201] * 4
     assert await conn.fetchval("SELECT count(*) FROM subjects") == 20
     assert await conn.fetchval("SELECT count(*) FROM consent_state") == 80
+
+
+async def test_expired_idempotency_key_is_free_again(client, admin, conn):
+    from consent_svc import idempotency
+
+    headers = {**admin, "Idempotency-Key": "old-key"}
+    await client.post("/v1/consents", json=batch(record()), headers=headers)
+    await conn.execute("UPDATE idempotency_keys SET created_at = created_at - interval '25 hours'")
+    fresh = await client.post("/v1/consents", json=batch(record(status="denied")), headers=headers)
+    assert fresh.status_code == 201 and "idempotent-replayed" not in fresh.headers
+    await conn.execute("UPDATE idempotency_keys SET created_at = created_at - interval '25 hours'")
+    assert await idempotency.delete_expired(conn, 24) == 1
