@@ -9,6 +9,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 import msgspec
@@ -39,7 +40,12 @@ class Runtime:
     async def connect(self):
         import asyncpg
 
-        conn = await asyncpg.connect(self.settings.database_url)
+        try:
+            conn = await asyncpg.connect(self.settings.database_url, timeout=15)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # The URL may hold a password: name the host only.
+            where = urlsplit(self.settings.database_url or "").hostname or "the local socket"
+            fail(f"cannot connect to the database on {where}: {type(exc).__name__}: {exc}")
         await db.init_connection(conn)
         return conn
 

@@ -63,3 +63,15 @@ def test_lookup_hasher_is_hmac_sha256():
 
     secret = bytes(range(32))
     assert LookupHasher(secret)("email", "ann@example.com") == hmac.digest(secret, b"email\0ann@example.com", "sha256")
+
+
+def test_cli_unreachable_database_is_one_line_without_the_password():
+    from tests.conftest import LOOKUP_SECRET, MASTER_KEY
+
+    env = {**os.environ, "DATABASE_URL": "postgresql://postgres:hunter2@127.0.0.1:1/x",
+           "CONSENT_SVC_MASTER_KEY": MASTER_KEY, "CONSENT_SVC_LOOKUP_SECRET": LOOKUP_SECRET}
+    result = subprocess.run([sys.executable, "-m", "consent_svc.cli", "migrate"], env=env, capture_output=True, text=True)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("consent-svc: cannot connect to the database on 127.0.0.1")
+    assert "hunter2" not in result.stderr
