@@ -127,7 +127,7 @@ async def subjects_by_hash(conn: asyncpg.Connection, hashes: list[bytes]) -> dic
 async def _copy(conn: asyncpg.Connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
     try:
         await conn.copy_records_to_table(table, records=rows, columns=columns)
-    except asyncpg.UniqueViolationError:
+    except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
         raise RaceLost(f"{table}: a concurrent transaction stored the same key") from None
 
 
@@ -177,7 +177,8 @@ async def insert_records(
     if subject_rows:
         await _copy(conn, "subjects", SUBJECT_COLUMNS, subject_rows)
     if identifier_rows:
-        await _copy(conn, "subject_identifiers", IDENTIFIER_COLUMNS, list(identifier_rows.values()))
+        # Key order: concurrent batches then wait on each other instead of deadlocking.
+        await _copy(conn, "subject_identifiers", IDENTIFIER_COLUMNS, [identifier_rows[h] for h in sorted(identifier_rows)])
 
     # Resent records (same subject, same content) are answered with the stored record, not stored twice.
     seen: dict[tuple[int, bytes], tuple[UUID, datetime]] = {}
@@ -211,6 +212,7 @@ async def insert_records(
     if record_rows:
         sources = {records[i].source_id: records[i].source for i, _ in fresh}
         await conn.execute(INSERT_SOURCES, list(sources), list(sources.values()))
+        record_rows.sort(key=lambda row: (row[0].bytes, row[-1]))  # key order, as above
         await _copy(conn, "consent_records", RECORD_COLUMNS, record_rows)
         await _advance_state(conn, records, groups, subjects, fresh, created, received_at)
     return receipts
@@ -243,7 +245,11 @@ async def _advance_state(
     if new_rows:
         await _copy(conn, "consent_state", STATE_COLUMNS, new_rows)
     if upserts:
-        await conn.execute(UPSERT_STATE, *map(list, zip(*upserts)), received_at)
+        upserts.sort(key=lambda row: (row[0].bytes, row[1]))  # key order, as above
+        try:
+            await conn.execute(UPSERT_STATE, *map(list, zip(*upserts)), received_at)
+        except asyncpg.DeadlockDetectedError:
+            raise RaceLost("consent_state: deadlock with a concurrent batch") from None
 
 
 async def subject_view(conn: asyncpg.Connection, keys: crypto.Keys, subject_id: UUID) -> SubjectView | None:

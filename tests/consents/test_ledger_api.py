@@ -300,3 +300,16 @@ async def test_expired_idempotency_key_is_free_again(client, admin, conn):
     assert fresh.status_code == 201 and "idempotent-replayed" not in fresh.headers
     await conn.execute("UPDATE idempotency_keys SET created_at = created_at - interval '25 hours'")
     assert await idempotency.delete_expired(conn, 24) == 1
+
+
+async def test_concurrent_batches_in_opposite_orders_all_succeed(client, admin, conn):
+    import asyncio
+
+    emails = [f"order{i}@example.com" for i in range(200)]
+    await write(client, admin, *[record(e, purpose="analytics") for e in emails[:100]])
+    forward = [record(e, purpose=p) for p in ("analytics", "personalization") for e in emails]
+    calls = [write(client, admin, *(forward if k % 2 else forward[::-1]), extra={}) for k in range(6)]
+    responses = await asyncio.gather(*calls)
+    assert [r.status_code for r in responses] == [201] * 6
+    assert await conn.fetchval("SELECT count(*) FROM subjects") == 200
+    assert await conn.fetchval("SELECT count(*) FROM consent_records") == 400
