@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import sys
@@ -108,7 +107,7 @@ def migrate() -> None:
         applied = asyncio.run(_migrate(runtime))
     except db.MigrationError as exc:
         fail(str(exc))
-    click.echo(json.dumps({"applied": applied}))
+    click.echo(msgspec.json.encode({"applied": applied}).decode())
 
 
 @main.group()
@@ -132,7 +131,7 @@ def keys_create(name: str, scopes: tuple[str, ...]) -> None:
     """Create a key; prints {id, key, scopes}. The key is shown once and stored only as a hash."""
     runtime = Runtime()
     new = asyncio.run(_with_conn(runtime, lambda conn: auth.create_key(conn, name, list(scopes))))
-    click.echo(json.dumps({"id": new.id, "key": new.key, "name": new.name, "scopes": new.scopes}))
+    click.echo(msgspec.json.encode(new).decode())
 
 
 @keys.command("list")
@@ -150,7 +149,7 @@ def keys_revoke(key_id: str) -> None:
     runtime = Runtime()
     if not asyncio.run(_with_conn(runtime, lambda conn: auth.revoke_key(conn, key_id))):
         fail(f"no active key with id {key_id}")
-    click.echo(json.dumps({"id": key_id, "revoked": True}))
+    click.echo(msgspec.json.encode({"id": key_id, "revoked": True}).decode())
 
 
 @main.command("import")
@@ -162,7 +161,7 @@ def import_(file: Path, fmt: str) -> None:
 
     runtime = Runtime()
     summary = asyncio.run(importer.run(runtime.settings, runtime.keys, file, fmt))
-    click.echo(json.dumps(summary))
+    click.echo(msgspec.json.encode(summary).decode())
 
 
 if __name__ == "__main__":

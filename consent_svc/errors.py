@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 import msgspec
 from litestar import Request, Response
+from litestar.openapi import ResponseSpec
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
 
@@ -29,6 +30,29 @@ class Problem(msgspec.Struct, omit_defaults=True):
     status: int
     detail: str = ""
     errors: list[FieldError] = []
+
+
+PROBLEM_DESCRIPTIONS = {
+    400: "Malformed request (e.g. the body is not JSON)",
+    401: "Missing, unknown or revoked API key",
+    403: "The API key lacks the scope this operation needs",
+    404: "Not found",
+    409: "Conflict with stored data",
+    413: "The request body is larger than the configured limit",
+    422: "The request is well-formed but not valid; `errors` names each field",
+    503: "The database is unavailable or refused the write; nothing was stored; retry",
+}
+
+
+def problem_responses(*codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the problems an operation can answer (all application/problem+json)."""
+    common = (400, 401, 403, 503)
+    return {
+        code: ResponseSpec(
+            data_container=Problem, media_type=PROBLEM_JSON, description=PROBLEM_DESCRIPTIONS[code], generate_examples=False
+        )
+        for code in sorted({*common, *codes})
+    }
 
 
 class ProblemError(ProblemDetailsException):

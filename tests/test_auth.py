@@ -77,3 +77,14 @@ async def test_public_routes_need_no_key(client):
     assert schema.status_code == 200
     assert "/v1/consents" in schema.json()["paths"]
     assert schema.json()["components"]["securitySchemes"]["BearerAuth"]["scheme"] == "bearer"
+
+
+async def test_openapi_documents_problem_responses(client, settings):
+    schema = (await client.get("/schema/openapi.json")).json()
+    for method, path, _ in v1_operations(settings):
+        template = next(p for p in schema["paths"] if re.sub(r"\{[^}]+\}", SAMPLE_UUID, p) == path)
+        responses = schema["paths"][template][method.lower()]["responses"]
+        for code in ("401", "403", "503"):
+            assert "application/problem+json" in responses[code]["content"], (method, path, code)
+        if "400" in responses:
+            assert "application/problem+json" in responses["400"]["content"], (method, path)

@@ -24,7 +24,7 @@ from consent_svc.consents.types import (
     SubjectIdentifiers,
     SubjectView,
 )
-from consent_svc.errors import Conflict, FieldError, InvalidInput, NotFound, ProblemError
+from consent_svc.errors import Conflict, FieldError, InvalidInput, NotFound, ProblemError, problem_responses
 
 
 class ConsentController(Controller):
@@ -38,6 +38,7 @@ class ConsentController(Controller):
         summary="Record consent choices (1 to 10,000 records, all or nothing)",
         dto=json_body(ConsentBatch),
         return_dto=None,
+        responses=problem_responses(400, 409, 413, 422),
     )
     async def record_consents(
         self,
@@ -64,6 +65,7 @@ class ConsentController(Controller):
         opt={"scope": "consents:read"},
         status_code=200,
         summary="Find a subject by its identifiers (in the body, never the URL)",
+        responses=problem_responses(400, 404, 409, 413, 422),
     )
     async def lookup_subject(self, data: JSONBody[SubjectIdentifiers], pool: NamedDependency[asyncpg.Pool], rules: NamedDependency[RecordRules]) -> LookupResult:
         hashed, errors = hash_identifiers(data.identifiers, rules.lookup_hash, "identifiers")
@@ -76,7 +78,12 @@ class ConsentController(Controller):
             raise Conflict("These identifiers belong to different subjects")
         return LookupResult(subject_id=found.pop())
 
-    @get("/subjects/{subject_id:uuid}", opt={"scope": "consents:read"}, summary="A subject: masked identifiers, current state")
+    @get(
+        "/subjects/{subject_id:uuid}",
+        opt={"scope": "consents:read"},
+        summary="A subject: masked identifiers, current state",
+        responses=problem_responses(404),
+    )
     async def get_subject(self, subject_id: FromPath[UUID], pool: NamedDependency[asyncpg.Pool], keys: NamedDependency[crypto.Keys]) -> SubjectView:
         async with pool.acquire() as conn:
             view = await store.subject_view(conn, keys, subject_id)
@@ -88,6 +95,7 @@ class ConsentController(Controller):
         "/subjects/{subject_id:uuid}/consents",
         opt={"scope": "consents:read"},
         summary="A subject's consent history, newest collected first",
+        responses=problem_responses(400, 404, 422),
     )
     async def get_history(
         self,
