@@ -42,15 +42,17 @@ async def test_csv_import(db_url, tmp_path, conn):
     path = tmp_path / "consents.csv"
     path.write_text(
         "identifier_type,identifier_value,purpose,status,collected_at,region,source_system,notice_id,notice_version\n"
-        "email,Ann@Example.com,email_marketing,granted,2026-01-01T00:00:00Z,DE,crm,privacy,3\n"
         "email,ann@example.com,email_marketing,withdrawn,2026-02-01T00:00:00Z,DE,crm,privacy,3\n"
+        "email,Ann@Example.com,email_marketing,granted,2026-01-01T00:00:00Z,DE,crm,privacy,3\n"
         "email,bob@example.com,email_marketing,granted,2026-01-01T00:00:00,DE,crm,privacy,3\n"
     )
     result = run_import(db_url, tmp_path, path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout) == {"accepted": 2, "duplicates": 0, "rejected": 1}
     assert "line 4:" in result.stderr
+    # Out of order in the file: the older grant is kept in the history, the later withdrawal stays current.
     assert await conn.fetchval("SELECT status FROM consent_state") == "withdrawn"
+    assert await conn.fetchval("SELECT count(*) FROM consent_records") == 2
 
 
 async def test_import_line_linking_two_existing_subjects_is_rejected_alone(db_url, tmp_path, conn):

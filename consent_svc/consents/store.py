@@ -91,7 +91,7 @@ class RaceLost(Exception):
     """A concurrent transaction linked the same new identifier or stored the same record first: retry."""
 
 
-class PreparedRecord(msgspec.Struct, frozen=True):
+class PreparedRecord(msgspec.Struct, frozen=True, gc=False):
     """A validated record, identifiers normalized and hashed; proof already JSON."""
 
     identifiers: list[tuple[str, str, bytes]]  # (kind, normalized value, look-up hash)

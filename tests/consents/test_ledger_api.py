@@ -313,3 +313,25 @@ async def test_concurrent_batches_in_opposite_orders_all_succeed(client, admin, 
     assert [r.status_code for r in responses] == [201] * 6
     assert await conn.fetchval("SELECT count(*) FROM subjects") == 200
     assert await conn.fetchval("SELECT count(*) FROM consent_records") == 400
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"{", 400),
+        (b'{"identifiers": []}', 422),
+        (b'{"identifiers": [{"type": "email", "value": "x"}]}', 422),
+        (b'{"identifiers": [{"type": "email", "value": "a@b.co"}], "more": 1}', 422),
+        (b'{"identifiers": [{"type": "email", "value": "a@b.co"}]}', 404),
+    ],
+)
+async def test_lookup_rejects_bad_bodies_and_says_404_for_unknown(client, admin, body, status):
+    response = await client.post("/v1/subjects/lookup", content=body, headers={**admin, "content-type": "application/json"})
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_lookup_oversized_body_is_413(client, admin):
+    huge = json.dumps({"identifiers": [{"type": "email", "value": "a" * (9 * 1024 * 1024)}]})
+    response = await client.post("/v1/subjects/lookup", content=huge, headers={**admin, "content-type": "application/json"})
+    assert response.status_code == 413
