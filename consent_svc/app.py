@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         try:
             async with app.state.pool.acquire() as conn:
                 await db.migrate(conn)
+                await db.verify_keys(conn, keys.checks())
             housekeeping = asyncio.create_task(_housekeeping(app.state.pool, settings))
             yield
             housekeeping.cancel()

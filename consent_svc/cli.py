@@ -92,9 +92,14 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 
 
 async def _migrate(runtime: Runtime) -> list[int]:
+    """Migrate, then check the keys against the data: every command that touches the database does both."""
     conn = await runtime.connect()
     try:
-        return await db.migrate(conn)
+        applied = await db.migrate(conn)
+        await db.verify_keys(conn, runtime.keys.checks())
+        return applied
+    except (db.MigrationError, db.KeyMismatch) as exc:
+        fail(str(exc))
     finally:
         await conn.close()
 
@@ -103,10 +108,7 @@ async def _migrate(runtime: Runtime) -> list[int]:
 def migrate() -> None:
     """Apply new migrations (under an advisory lock) and exit."""
     runtime = Runtime()
-    try:
-        applied = asyncio.run(_migrate(runtime))
-    except db.MigrationError as exc:
-        fail(str(exc))
+    applied = asyncio.run(_migrate(runtime))
     click.echo(msgspec.json.encode({"applied": applied}).decode())
 
 
@@ -116,9 +118,9 @@ def keys() -> None:
 
 
 async def _with_conn(runtime: Runtime, fn):
+    await _migrate(runtime)
     conn = await runtime.connect()
     try:
-        await db.migrate(conn)
         return await fn(conn)
     finally:
         await conn.close()
@@ -160,6 +162,7 @@ def import_(file: Path, fmt: str) -> None:
     from consent_svc.consents import importer
 
     runtime = Runtime()
+    asyncio.run(_migrate(runtime))
     summary = asyncio.run(importer.run(runtime.settings, runtime.keys, file, fmt))
     click.echo(msgspec.json.encode(summary).decode())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -31,10 +32,16 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 SELECT_APPLIED = "SELECT version, name, checksum FROM schema_migrations ORDER BY version"
 INSERT_APPLIED = "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)"
 SELECT_LATEST_VERSION = "SELECT coalesce(max(version), 0) FROM schema_migrations"
+INSERT_KEY_CHECK = "INSERT INTO key_checks (name, digest) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+SELECT_KEY_CHECKS = "SELECT name, digest FROM key_checks"
 
 
 class MigrationError(Exception):
     pass
+
+
+class KeyMismatch(Exception):
+    """The configured keys are not the ones this database's data was written with."""
 
 
 class Migration(msgspec.Struct, frozen=True):
@@ -89,12 +96,30 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
     return applied_now
 
 
+@functools.cache
+def latest_version() -> int:
+    return max((m.version for m in load_migrations()), default=0)
+
+
 async def migrations_current(conn: asyncpg.Connection) -> bool:
-    latest = max((m.version for m in load_migrations()), default=0)
     try:
-        return await conn.fetchval(SELECT_LATEST_VERSION) == latest
+        return await conn.fetchval(SELECT_LATEST_VERSION) == latest_version()
     except asyncpg.UndefinedTableError:
         return False
+
+
+async def verify_keys(conn: asyncpg.Connection, checks: dict[str, bytes]) -> None:
+    """Record the keys' digests on first start; afterwards refuse keys whose digests differ."""
+    async with conn.transaction():
+        for name, digest in checks.items():
+            await conn.execute(INSERT_KEY_CHECK, name, digest)
+        stored = {row["name"]: row["digest"] for row in await conn.fetch(SELECT_KEY_CHECKS)}
+    for name, digest in checks.items():
+        if stored.get(name) != digest:
+            raise KeyMismatch(
+                f"CONSENT_SVC_{name.upper()} is not the key this database's data was written with; "
+                "starting would make stored identifiers unreadable"
+            )
 
 
 def start_embedded(settings: Settings):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 
 import asyncpg
 import msgspec
@@ -37,13 +38,20 @@ class Replay(msgspec.Struct, frozen=True):
     body: bytes
 
 
-def claim_for(api_key_id: str, header: str | None, canonical_request: bytes, ttl_hours: int) -> Claim | None:
+def claim_for(
+    api_key_id: str, header: str | None, canonical_request: bytes, digest_key: bytes, ttl_hours: int
+) -> Claim | None:
+    """The request is kept only as a keyed digest: its body holds identifiers, which must not be guessable."""
     if header is None:
         return None
     if not 1 <= len(header) <= 255:
         raise ProblemError("Idempotency-Key must be 1 to 255 characters", title="Bad Idempotency-Key")
-    digest = hashlib.sha256
-    return Claim(api_key_id, digest(header.encode()).digest(), digest(canonical_request).digest(), ttl_hours)
+    return Claim(
+        api_key_id,
+        hashlib.sha256(header.encode()).digest(),
+        hmac.digest(digest_key, canonical_request, "sha256"),
+        ttl_hours,
+    )
 
 
 async def claim(conn: asyncpg.Connection, c: Claim) -> Replay | None:

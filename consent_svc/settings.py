@@ -30,7 +30,6 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Base64 of 32 bytes: the HMAC key of identifier look-up hashes. Generated like ``master_key``."""
     policies_dir: str = DEFAULT_POLICIES_DIR
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16 * 1024 * 1024
-    max_batch_records: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 10_000
     clock_skew_seconds: Annotated[int, msgspec.Meta(ge=0, le=3600)] = 300
     idempotency_ttl_hours: Annotated[int, msgspec.Meta(ge=1)] = 24
     pool_min_size: Annotated[int, msgspec.Meta(ge=0)] = 2

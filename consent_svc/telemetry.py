@@ -37,21 +37,21 @@ def configure(
     os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "consent-svc")})
     tracer_provider = TracerProvider(resource=resource)
-    readers: list[MetricReader] = []
+    readers: list[MetricReader] = [metric_reader] if metric_reader is not None else []
     if span_exporter is not None:
         tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
-    if metric_reader is not None:
-        readers.append(metric_reader)
+    otlp: list[str] = []
     if _otlp_wanted("TRACES"):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        otlp.append("traces")
     if _otlp_wanted("METRICS"):
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
-    exported = [name for name, wanted in (("traces", _otlp_wanted("TRACES")), ("metrics", _otlp_wanted("METRICS"))) if wanted]
-    log.info("OTLP export: %s", ", ".join(exported) or "off")
+        otlp.append("metrics")
+    log.info("OTLP export: %s", ", ".join(otlp) or "off")
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)

@@ -19,8 +19,16 @@ CREATE TABLE subjects (
 );
 
 -- Identifiers: a keyed hash to find the subject, the normalized value encrypted under the subject's key.
--- No foreign key to subjects: rows are written only with their subject, in one transaction, and a per-row
--- RI check is a measurable share of bulk ingestion.
+-- Finding a subject by an identifier: the keyed hash, nothing else. Not subject-owned: a distributed
+-- deployment shards it by lookup_hash (or keeps it on the coordinator) while subject tables shard by subject.
+CREATE TABLE identifier_lookup (
+    lookup_hash bytea PRIMARY KEY,
+    subject_id  uuid NOT NULL
+);
+
+-- A subject's identifiers: the normalized value encrypted under the subject's key. No foreign key to
+-- subjects: rows are written only with their subject, in one transaction, and a per-row RI check is a
+-- measurable share of bulk ingestion.
 CREATE TABLE subject_identifiers (
     subject_id  uuid NOT NULL,
     lookup_hash bytea NOT NULL,
@@ -29,7 +37,6 @@ CREATE TABLE subject_identifiers (
     created_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (subject_id, lookup_hash)
 );
-CREATE UNIQUE INDEX subject_identifiers_lookup ON subject_identifiers (lookup_hash);
 
 -- Where consent came from (system, touchpoint, method, notice version, CMP, actor): few distinct values,
 -- stored once and named by the SHA-256 of their canonical JSON.
@@ -57,13 +64,16 @@ CREATE TABLE consent_records (
 );
 CREATE UNIQUE INDEX consent_records_fingerprint ON consent_records (subject_id, fingerprint);
 
--- Append-only: a record, once written, is never changed (erasure destroys the subject's key instead).
-CREATE FUNCTION refuse_update() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Append-only: a record, once written, is never changed or removed (erasure destroys the subject's key
+-- instead). A later migration that must delete rows says so by changing these triggers.
+CREATE FUNCTION refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION '% is append-only', TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege';
 END $$;
-CREATE TRIGGER consent_records_append_only BEFORE UPDATE ON consent_records
-    FOR EACH ROW EXECUTE FUNCTION refuse_update();
+CREATE TRIGGER consent_records_append_only BEFORE UPDATE OR DELETE ON consent_records
+    FOR EACH ROW EXECUTE FUNCTION refuse_change();
+CREATE TRIGGER consent_records_no_truncate BEFORE TRUNCATE ON consent_records
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_change();
 
 -- Current state per (subject, purpose): the record with the latest collected_at (ties: received_at),
 -- kept in the same transaction as the ledger insert so a check reads one row. The rest of the record
@@ -90,3 +100,10 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (api_key_id, key_hash)
 );
 CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
+
+-- Which keys this database's data was written with (digests, never the keys): starting with other keys
+-- would make every stored identifier unreadable and every look-up miss, so start-up refuses instead.
+CREATE TABLE key_checks (
+    name   text PRIMARY KEY,
+    digest bytea NOT NULL
+);

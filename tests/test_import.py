@@ -66,3 +66,30 @@ async def test_import_line_linking_two_existing_subjects_is_rejected_alone(db_ur
     assert json.loads(result.stdout) == {"accepted": 1, "duplicates": 0, "rejected": 1}
     assert "line 2:" in result.stderr and "different subjects" in result.stderr
     assert await conn.fetchval("SELECT count(*) FROM subjects") == 3
+
+
+async def test_lines_that_are_not_utf8_or_hold_nul_are_rejected_alone(db_url, tmp_path, conn):
+    good = [json.dumps(record(f"ok{i}@example.com")).encode() for i in range(3)]
+    nul = json.dumps({**record("nul@example.com"), "source": {"system": "crm\u0000"}}).encode()
+    path = tmp_path / "mixed.ndjson"
+    path.write_bytes(b"\n".join([good[0], b'{"subject": "\xff\xfe"}', good[1], nul, good[2]]) + b"\n")
+    result = run_import(db_url, tmp_path, path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout) == {"accepted": 3, "duplicates": 0, "rejected": 2}
+    assert "line 2: not UTF-8 text" in result.stderr and "line 4:" in result.stderr
+    assert await conn.fetchval("SELECT count(*) FROM consent_records") == 3
+
+
+async def test_csv_with_a_broken_line_goes_on(db_url, tmp_path, conn):
+    path = tmp_path / "broken.csv"
+    path.write_bytes(
+        b"identifier_type,identifier_value,purpose,status,collected_at,region,source_system\n"
+        b"email,a@example.com,analytics,granted,2026-01-01T00:00:00Z,FR,crm\n"
+        b"email,\xff@example.com,analytics,granted,2026-01-01T00:00:00Z,FR,crm\n"
+        b"email,b@example.com,analytics,granted,2026-01-01T00:00:00Z,FR,crm,extra\n"
+        b"email,c@example.com,analytics,granted,2026-01-01T00:00:00Z,FR,crm\n"
+    )
+    result = run_import(db_url, tmp_path, path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout) == {"accepted": 2, "duplicates": 0, "rejected": 2}
+    assert "line 3: not UTF-8 text" in result.stderr and "line 4:" in result.stderr

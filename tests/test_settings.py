@@ -75,3 +75,24 @@ def test_cli_unreachable_database_is_one_line_without_the_password():
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("consent-svc: cannot connect to the database on 127.0.0.1")
     assert "hunter2" not in result.stderr
+
+
+async def test_other_keys_than_the_data_was_written_with_are_refused(conn):
+    from consent_svc import db
+    from consent_svc.crypto import Keys
+
+    first = Keys(b"a" * 32, b"b" * 32)
+    await db.verify_keys(conn, first.checks())
+    await db.verify_keys(conn, first.checks())  # the same keys again: fine
+    for other in (Keys(b"x" * 32, b"b" * 32), Keys(b"a" * 32, b"y" * 32)):
+        with pytest.raises(db.KeyMismatch):
+            await db.verify_keys(conn, other.checks())
+
+
+def test_missing_secrets_of_an_existing_embedded_database_are_not_regenerated(tmp_path):
+    load_keys(Settings(data_dir=str(tmp_path)))
+    (tmp_path / "pg").mkdir()
+    (tmp_path / "pg" / "PG_VERSION").write_text("18\n")
+    (tmp_path / "secrets" / "master_key.b64").unlink()
+    with pytest.raises(SettingsError, match="master_key.b64 is missing but the embedded database"):
+        load_keys(Settings(data_dir=str(tmp_path)))

@@ -50,18 +50,44 @@ async def test_requests_and_queries_are_traced_and_measured_without_identifiers(
         assert secret not in text
 
 
-def _otlp_line(env: dict[str, str]) -> str:
+def test_otlp_export_reaches_the_endpoint_only_when_asked():
+    """A local OTLP/HTTP receiver: with the endpoint set, spans and metrics arrive; without it, the log says off."""
+    import http.server
     import os
     import subprocess
     import sys
+    import threading
 
-    code = "import logging; logging.basicConfig(level=logging.INFO)\nfrom consent_svc import telemetry; telemetry.configure()"
+    received: list[str] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    code = (
+        "import logging; logging.basicConfig(level=logging.INFO)\n"
+        "from consent_svc import telemetry\n"
+        "tracer_provider, meter_provider = telemetry.configure()\n"
+        "with tracer_provider.get_tracer('t').start_as_current_span('probe'): pass\n"
+        "meter_provider.get_meter('t').create_counter('probe').add(1)\n"
+        "tracer_provider.force_flush(); meter_provider.force_flush()\n"
+    )
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, check=True)
-    return next(line for line in out.stderr.splitlines() if "OTLP export" in line)
-
-
-def test_otlp_export_only_when_asked():
-    assert _otlp_line({}).endswith("OTLP export: off")
-    assert _otlp_line({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}).endswith("OTLP export: traces, metrics")
-    assert _otlp_line({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318"}).endswith("OTLP export: traces")
+    try:
+        off = subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, check=True)
+        assert "OTLP export: off" in off.stderr and received == []
+        endpoint = f"http://127.0.0.1:{server.server_port}"
+        on = subprocess.run([sys.executable, "-c", code], env={**clean, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint},
+                            capture_output=True, text=True, check=True, timeout=60)
+        assert "OTLP export: traces, metrics" in on.stderr
+        assert sorted(set(received)) == ["/v1/metrics", "/v1/traces"]
+    finally:
+        server.shutdown()

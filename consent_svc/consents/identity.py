@@ -49,9 +49,11 @@ def mask(kind: str, value: str) -> str:
 
 
 class SubjectConflict(Exception):
-    def __init__(self, indexes: list[int]):
-        self.indexes = indexes
-        super().__init__(indexes)
+    """Records (by index in the batch) whose identifiers belong to two existing subjects."""
+
+    def __init__(self, indexes: list[int], subjects: list[UUID]):
+        self.indexes, self.subjects = indexes, subjects
+        super().__init__(indexes, subjects)
 
 
 def group_records(identifier_sets: list[list[bytes]], known: dict[bytes, UUID]) -> tuple[list[int], list[UUID | None]]:
@@ -98,7 +100,7 @@ def group_records(identifier_sets: list[list[bytes]], known: dict[bytes, UUID]) 
             if subjects[group] is None:
                 subjects[group], first_index[group] = subject, index
             elif subjects[group] != subject:
-                raise SubjectConflict(sorted({first_index[group], index}))
+                raise SubjectConflict(sorted({first_index[group], index}), [subjects[group], subject])
     return groups, subjects
 
 

@@ -32,6 +32,8 @@ class Rejected(Exception):
 
 
 def _csv_record(row: dict[str, str]) -> dict:
+    if None in row:
+        raise Rejected("more fields than the header has columns")
     unknown = set(row) - CSV_COLUMNS
     if unknown:
         raise Rejected(f"unknown column(s) {sorted(unknown)}")
@@ -48,26 +50,50 @@ def _csv_record(row: dict[str, str]) -> dict:
     }
 
 
+def _text_lines(f, undecodable: list[int]) -> Iterator[str]:
+    """Lines as text; a line that is not UTF-8 becomes an empty one, its number noted, so the rest goes on."""
+    for number, raw in enumerate(f, start=1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError:
+            undecodable.append(number)
+            yield "\n"
+
+
 def read_lines(path: Path, fmt: str) -> Iterator[tuple[int, ConsentRecordIn | Exception]]:
-    """(line number, record or the reason it is not one)."""
-    with path.open("r", encoding="utf-8", newline="") as f:
-        if fmt == "auto":
-            fmt = "csv" if path.suffix.lower() == ".csv" else "ndjson"
+    """(line number, record or the reason it is not one), in file order."""
+    if fmt == "auto":
+        fmt = "csv" if path.suffix.lower() == ".csv" else "ndjson"
+    undecodable: list[int] = []
+    with path.open("rb") as f:
+        lines = _text_lines(f, undecodable)
         if fmt == "ndjson":
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield number, msgspec.json.decode(line, type=ConsentRecordIn)
-                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                    yield number, exc
-        else:
-            reader = csv.DictReader(f)
-            for row in reader:
-                try:
-                    yield reader.line_num, msgspec.convert(_csv_record(row), ConsentRecordIn)
-                except (Rejected, msgspec.ValidationError) as exc:
-                    yield reader.line_num, exc
+            for number, line in enumerate(lines, start=1):
+                if undecodable:
+                    yield undecodable.pop(), Rejected("not UTF-8 text")
+                elif line.strip():
+                    try:
+                        yield number, msgspec.json.decode(line, type=ConsentRecordIn)
+                    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                        yield number, exc
+            return
+        reader = csv.DictReader(lines)
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                yield reader.line_num, exc
+                continue
+            while undecodable:
+                yield undecodable.pop(0), Rejected("not UTF-8 text")
+            try:
+                yield reader.line_num, msgspec.convert(_csv_record(row), ConsentRecordIn)
+            except (Rejected, msgspec.ValidationError) as exc:
+                yield reader.line_num, exc
+        for number in undecodable:
+            yield number, Rejected("not UTF-8 text")
 
 
 async def run(settings: Settings, keys: crypto.Keys, path: Path, fmt: str) -> dict:
@@ -86,14 +112,14 @@ async def run(settings: Settings, keys: crypto.Keys, path: Path, fmt: str) -> di
         if not chunk:
             return
         try:
-            body, _ = await record_batch(pool, keys, [p for _, p in chunk])
+            _, body, _ = await record_batch(pool, keys, [p for _, p in chunk])
             results = [msgspec.json.decode(body, type=BatchReceipt)]
         except Conflict:
             # Find the lines that conflict: store the chunk one record at a time.
             results = []
             for number, prepared in chunk:
                 try:
-                    body, _ = await record_batch(pool, keys, [prepared])
+                    _, body, _ = await record_batch(pool, keys, [prepared])
                     results.append(msgspec.json.decode(body, type=BatchReceipt))
                 except Conflict as exc:
                     reject(number, exc.detail)

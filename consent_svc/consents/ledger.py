@@ -9,7 +9,7 @@ import msgspec
 
 from consent_svc import crypto, idempotency
 from consent_svc.consents.identity import IdentifierError, SubjectConflict, normalize
-from consent_svc.consents.store import PreparedRecord, RaceLost, insert_records, source_id
+from consent_svc.consents.store import PreparedRecord, SubjectErased, insert_records, source_id
 from consent_svc.consents.types import BatchReceipt, ConsentBatch, ConsentRecordIn, Identifier
 from consent_svc.errors import Conflict, FieldError, InvalidInput, Unavailable
 from consent_svc.policies.load import canonical_region
@@ -18,6 +18,9 @@ from consent_svc.settings import Settings
 
 MAX_ERRORS_REPORTED = 50
 RACE_RETRIES = 5
+# Far enough from datetime's limits that no UTC offset overflows, wide enough for any real consent.
+MIN_YEAR, MAX_YEAR = 1900, 9000
+OUT_OF_RANGE = f"must be between the years {MIN_YEAR} and {MAX_YEAR}"
 
 
 class RecordRules(msgspec.Struct, frozen=True):
@@ -26,6 +29,7 @@ class RecordRules(msgspec.Struct, frozen=True):
     purposes: frozenset[str]
     lookup_hash: crypto.LookupHasher
     fingerprint_key: bytes
+    idempotency_key: bytes
     clock_skew: timedelta
     idempotency_ttl_hours: int
 
@@ -34,7 +38,8 @@ class RecordRules(msgspec.Struct, frozen=True):
         return cls(
             policies.purpose_ids,
             crypto.LookupHasher(keys.lookup_secret),
-            keys.lookup_secret,
+            keys.derive("record fingerprint"),
+            keys.derive("idempotency request"),
             timedelta(seconds=settings.clock_skew_seconds),
             settings.idempotency_ttl_hours,
         )
@@ -57,6 +62,9 @@ def hash_identifiers(
 def prepare_record(record: ConsentRecordIn, rules: RecordRules, now: datetime, where: str = "") -> PreparedRecord:
     """Normalize and check one record; InvalidInput naming every bad field (prefixed by `where`)."""
     errors: list[FieldError] = []
+    for name, value in (("collected_at", record.collected_at), ("expires_at", record.expires_at)):
+        if value is not None and not MIN_YEAR <= value.year <= MAX_YEAR:
+            raise InvalidInput(f"{where}{name}: out of range", errors=[FieldError(f"{where}{name}", OUT_OF_RANGE)])
     if record.purpose not in rules.purposes:
         errors.append(FieldError(f"{where}purpose", f"unknown purpose `{record.purpose}` (see GET /v1/purposes)"))
     region = canonical_region(record.region)
@@ -116,8 +124,8 @@ async def record_batch(
     keys: crypto.Keys,
     records: list[PreparedRecord],
     claim: idempotency.Claim | None = None,
-) -> tuple[bytes, bool]:
-    """Store every record or none; returns the encoded BatchReceipt and whether it is a replay.
+) -> tuple[int, bytes, bool]:
+    """Store every record or none; returns the status, the encoded BatchReceipt and whether it is a replay.
 
     Committed before it returns: an answer given is an answer kept.
     """
@@ -125,19 +133,29 @@ async def record_batch(
         try:
             async with pool.acquire() as conn, conn.transaction():
                 if claim is not None and (replay := await idempotency.claim(conn, claim)) is not None:
-                    return replay.body, True
+                    return replay.status_code, replay.body, True
                 receipts = await insert_records(conn, keys, records, datetime.now(UTC))
                 body = msgspec.json.encode(BatchReceipt(records=receipts))
                 if claim is not None:
                     await idempotency.store(conn, claim, 201, body)
-            return body, False
-        except RaceLost:
+            return 201, body, False
+        except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
+            # A concurrent batch linked the same new identifier or stored the same record first: the
+            # retry sees its work and builds on it.
             if attempt == RACE_RETRIES - 1:
                 raise Unavailable("Concurrent writes for the same subjects kept colliding; retry") from None
         except SubjectConflict as exc:
             where = " and ".join(f"records[{i}]" for i in exc.indexes)
             raise Conflict(
-                f"{where}: identifiers belong to two different subjects; subjects are not merged",
+                f"{where}: identifiers belong to two different subjects ({', '.join(map(str, exc.subjects))}); "
+                "subjects are not merged",
                 title="Identifiers belong to different subjects",
+                errors=[
+                    FieldError(f"records[{i}].subject.identifiers", "names identifiers of subjects "
+                               + " and ".join(map(str, exc.subjects)))
+                    for i in exc.indexes
+                ],
             ) from None
+        except SubjectErased:
+            raise Conflict("A record names an erased subject", title="Subject erased") from None
     raise AssertionError("unreachable")

@@ -54,11 +54,12 @@ class ConsentController(Controller):
     ) -> Response[BatchReceipt]:
         prepared = prepare_batch(data, rules, datetime.now(UTC))
         claim = idempotency.claim_for(
-            request.state.api_key_id, idempotency_key, msgspec.json.encode(data), rules.idempotency_ttl_hours
+            request.state.api_key_id, idempotency_key, msgspec.json.encode(data), rules.idempotency_key,
+            rules.idempotency_ttl_hours,
         )
-        body, replayed = await record_batch(pool, keys, prepared, claim)
+        status, body, replayed = await record_batch(pool, keys, prepared, claim)
         headers = {"Idempotent-Replayed": "true"} if replayed else {}
-        return Response(body, status_code=201, media_type="application/json", headers=headers)  # type: ignore[arg-type]
+        return Response(body, status_code=status, media_type="application/json", headers=headers)  # type: ignore[arg-type]
 
     @post(
         "/subjects/lookup",

@@ -14,7 +14,8 @@ import msgspec
 MAX_RECORDS_PER_BATCH = 10_000
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
-ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+# No NUL: PostgreSQL text and jsonb cannot hold it.
+ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
 IdentifierKind = Annotated[
     str,
     msgspec.Meta(
@@ -54,7 +55,7 @@ class Notice(msgspec.Struct, gc=False, frozen=True, forbid_unknown_fields=True):
     version: ShortText
 
 
-class Source(msgspec.Struct, gc=False, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+class Source(msgspec.Struct, gc=False, frozen=True, forbid_unknown_fields=True):
     system: ShortText
     touchpoint: ShortText | None = None
     method: ShortText | None = None

@@ -92,13 +92,18 @@ async def test_several_identifiers_link_to_one_subject(client, admin):
 
 
 async def test_identifiers_of_two_subjects_in_one_record_is_409_not_a_merge(client, admin):
-    await write(client, admin, record("one@example.com"), record("two@example.com"))
+    first = await write(client, admin, record("one@example.com"), record("two@example.com"))
+    one, two = (r["subject_id"] for r in first.json()["records"])
     both = record(identifiers=[{"type": "email", "value": "one@example.com"}, {"type": "email", "value": "two@example.com"}])
     response = await write(client, admin, both)
     assert response.status_code == 409
     assert response.headers["content-type"].startswith("application/problem+json")
-    assert "records[0]" in response.json()["detail"]
+    (error,) = response.json()["errors"]
+    assert error["field"] == "records[0].subject.identifiers"
+    assert one in error["message"] and two in error["message"]
     assert "one@example.com" not in response.text
+    lookup = await client.post("/v1/subjects/lookup", json={"identifiers": both["subject"]["identifiers"]}, headers=admin)
+    assert lookup.status_code == 409
 
 
 async def test_batch_linking_two_existing_subjects_through_a_new_identifier_is_409(client, admin):
@@ -167,6 +172,9 @@ BAD_BODIES = {
     "wrong type": (batch({**record(), "purpose": 7}), "records[0].purpose"),
     "expiry before collection": (batch(record(expires_at="2026-01-01T00:00:00Z")), "records[0].expires_at"),
     "bad actor": (batch({**record(), "source": {"system": "x", "actor": "cat"}}), "records[0].source.actor"),
+    "NUL in source": (batch({**record(), "source": {"system": "crm\u0000"}}), "records[0].source.system"),
+    "year out of range": (batch(record(at="0001-01-01T00:00:00+14:00")), "records[0].collected_at"),
+    "expiry out of range": (batch(record(expires_at="9999-12-31T23:59:59-14:00")), "records[0].expires_at"),
 }
 
 
@@ -270,12 +278,17 @@ async def test_no_identifier_is_stored_in_clear(client, admin, conn):
     assert "clear.text" not in text and "4155550199" not in text
 
 
-async def test_records_cannot_be_updated_in_the_database(client, admin, conn):
+@pytest.mark.parametrize(
+    "statement",
+    ["UPDATE consent_records SET status = 'granted'", "DELETE FROM consent_records", "TRUNCATE consent_records"],
+)
+async def test_records_cannot_be_changed_or_removed_in_the_database(client, admin, conn, statement):
     import asyncpg
 
     await write(client, admin, record())
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
-        await conn.execute("UPDATE consent_records SET status = 'granted'")
+        await conn.execute(statement)
+    assert await conn.fetchval("SELECT count(*) FROM consent_records") == 1
 
 
 async def test_concurrent_batches_for_the_same_new_subject_make_one_subject(client, admin, conn):
@@ -335,3 +348,44 @@ async def test_lookup_oversized_body_is_413(client, admin):
     huge = json.dumps({"identifiers": [{"type": "email", "value": "a" * (9 * 1024 * 1024)}]})
     response = await client.post("/v1/subjects/lookup", content=huge, headers={**admin, "content-type": "application/json"})
     assert response.status_code == 413
+
+
+async def test_equal_collected_at_across_batches_the_later_received_wins(client, admin):
+    first = await write(client, admin, record(status="granted", at="2026-06-01T00:00:00Z"))
+    await write(client, admin, record(status="withdrawn", at="2026-06-01T00:00:00Z"))
+    subject_id = first.json()["records"][0]["subject_id"]
+    view = (await client.get(f"/v1/subjects/{subject_id}", headers=admin)).json()
+    assert view["consents"][0]["status"] == "withdrawn"
+
+
+async def test_concurrent_calls_with_one_idempotency_key_store_once(client, admin, conn):
+    import asyncio
+
+    headers = {**admin, "Idempotency-Key": "same"}
+    body = batch(*[record(f"idem{i}@example.com") for i in range(50)])
+    responses = await asyncio.gather(*[client.post("/v1/consents", json=body, headers=headers) for _ in range(5)])
+    assert [r.status_code for r in responses] == [201] * 5
+    assert len({r.text for r in responses}) == 1
+    assert sum(r.headers.get("idempotent-replayed") == "true" for r in responses) == 4
+    assert await conn.fetchval("SELECT count(*) FROM consent_records") == 50
+
+
+async def test_identifier_default_region_reads_a_national_number(client, admin):
+    national = record(identifiers=[{"type": "phone", "value": "06 12 34 56 78", "default_region": "FR"}],
+                      purpose="sms_marketing", region="ZZ")
+    international = record(identifiers=[{"type": "phone", "value": "+33612345678"}], purpose="sms_marketing",
+                           region="ZZ", at="2026-11-21T10:00:00Z")
+    response = await write(client, admin, national, international)
+    assert response.status_code == 201, response.text
+    assert len({r["subject_id"] for r in response.json()["records"]}) == 1
+
+
+async def test_subject_view_gives_each_purpose_its_record_and_source(client, admin):
+    response = await write(client, admin, record(purpose="analytics", region="FR"), record(purpose="email_marketing"))
+    ids = {r["id"] for r in response.json()["records"]}
+    subject_id = response.json()["records"][0]["subject_id"]
+    consents = (await client.get(f"/v1/subjects/{subject_id}", headers=admin)).json()["consents"]
+    assert {c["record_id"] for c in consents} == ids
+    analytics = next(c for c in consents if c["purpose"] == "analytics")
+    assert analytics["region"] == "FR"
+    assert analytics["source"] == record()["source"] | {"cmp": None, "actor": "subject"}

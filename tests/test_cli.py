@@ -1,0 +1,52 @@
+"""The CLI's key and migration commands, as an operator runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import LOOKUP_SECRET, MASTER_KEY
+
+CLI = str(Path(sys.executable).parent / "consent-svc")
+
+
+def cli(db_url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": db_url, "CONSENT_SVC_MASTER_KEY": MASTER_KEY,
+           "CONSENT_SVC_LOOKUP_SECRET": LOOKUP_SECRET, "CONSENT_SVC_DATA_DIR": str(tmp_path)}
+    return subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+async def test_keys_create_list_revoke(db_url, tmp_path, client):
+    created = cli(db_url, tmp_path, "keys", "create", "--name", "crm", "--scope", "consents:write", "--scope", "consents:read")
+    assert created.returncode == 0, created.stderr
+    new = json.loads(created.stdout)
+    assert set(new) == {"id", "key", "name", "scopes"} and new["scopes"] == ["consents:read", "consents:write"]
+    auth = {"Authorization": f"Bearer {new['key']}"}
+    assert (await client.get("/v1/purposes", headers=auth)).status_code == 200
+
+    listed = [json.loads(line) for line in cli(db_url, tmp_path, "keys", "list").stdout.splitlines()]
+    assert [(k["id"], k["revoked_at"]) for k in listed] == [(new["id"], None)]
+    assert new["key"].rsplit("_", 1)[1] not in cli(db_url, tmp_path, "keys", "list").stdout
+
+    assert cli(db_url, tmp_path, "keys", "revoke", new["id"]).returncode == 0
+    assert (await client.get("/v1/purposes", headers=auth)).status_code == 401
+    again = cli(db_url, tmp_path, "keys", "revoke", new["id"])
+    assert again.returncode == 2 and "no active key" in again.stderr
+
+
+def test_migrate_on_a_current_database_applies_nothing(db_url, tmp_path):
+    result = cli(db_url, tmp_path, "migrate")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"applied": []}
+
+
+def test_cli_refuses_keys_the_data_was_not_written_with(db_url, tmp_path):
+    assert cli(db_url, tmp_path, "migrate").returncode == 0  # records the test keys' digests
+    env = {**os.environ, "DATABASE_URL": db_url, "CONSENT_SVC_MASTER_KEY": "Y" * 43 + "=",
+           "CONSENT_SVC_LOOKUP_SECRET": LOOKUP_SECRET, "CONSENT_SVC_DATA_DIR": str(tmp_path)}
+    result = subprocess.run([CLI, "migrate"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "CONSENT_SVC_MASTER_KEY is not the key this database's data was written with" in result.stderr
