@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,12 +44,23 @@ async def _housekeeping(pool: asyncpg.Pool, settings: Settings) -> None:
             log.warning("housekeeping skipped: %s", type(exc).__name__)
 
 
+def _tune_gc() -> None:
+    """Fewer cyclic-GC passes: a 2,000-record batch allocates tens of thousands of short-lived objects, and at
+    the default threshold (700) the collector keeps rescanning them. Measured with bench/ingest.py on this
+    machine: service CPU per 1,000 records 0.060-0.063 s before, 0.049-0.055 s after. Objects alive at start-up
+    (modules, policies) are frozen out of every scan."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     policies = load_policies(settings.policies_dir)
     keys = crypto.load_keys(settings)
     rules = RecordRules.of(policies, keys, settings)
     tracer_provider, meter_provider = telemetry.configure()
+
+    _tune_gc()
 
     @asynccontextmanager
     async def database(app: Litestar) -> AsyncIterator[None]:

@@ -84,9 +84,8 @@ def prepare_record(record: ConsentRecordIn, rules: RecordRules, now: datetime, w
     collected_at = record.collected_at.astimezone(UTC)
     expires_at = record.expires_at.astimezone(UTC) if record.expires_at else None
     proof = msgspec.json.encode(record.proof, order="sorted") if record.proof is not None else None
-    content = msgspec.json.encode(
-        [record.purpose, record.status, collected_at, region, record.source, expires_at, record.proof], order="sorted"
-    )
+    source = source_id(record.source)
+    content = msgspec.json.encode([record.purpose, record.status, collected_at, region, source, expires_at, proof])
     return PreparedRecord(
         identifiers=identifiers,
         purpose=record.purpose,
@@ -94,7 +93,7 @@ def prepare_record(record: ConsentRecordIn, rules: RecordRules, now: datetime, w
         collected_at=collected_at,
         region=region,
         source=record.source,
-        source_id=source_id(record.source),
+        source_id=source,
         expires_at=expires_at,
         proof=proof,
         fingerprint=crypto.keyed_digest(rules.fingerprint_key, content),
