@@ -53,7 +53,7 @@ CREATE TABLE consent_records (
     purpose      text NOT NULL,
     status       text NOT NULL CHECK (status IN ('granted', 'denied', 'withdrawn')),
     collected_at timestamptz NOT NULL,
-    received_at  timestamptz NOT NULL,
+    received_at  timestamptz NOT NULL DEFAULT now(),  -- the writing transaction's time
     region       text NOT NULL,
     source_id    bytea NOT NULL,  -- consent_sources; written by the same transaction, no per-row FK check
     expires_at   timestamptz,
@@ -84,7 +84,7 @@ CREATE TABLE consent_state (
     record_id    uuid NOT NULL,
     status       text NOT NULL,
     collected_at timestamptz NOT NULL,
-    received_at  timestamptz NOT NULL,
+    received_at  timestamptz NOT NULL DEFAULT now(),
     expires_at   timestamptz,
     PRIMARY KEY (subject_id, purpose)
 );

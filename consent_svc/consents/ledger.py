@@ -133,7 +133,7 @@ async def record_batch(
             async with pool.acquire() as conn, conn.transaction():
                 if claim is not None and (replay := await idempotency.claim(conn, claim)) is not None:
                     return replay.status_code, replay.body, True
-                receipts = await insert_records(conn, keys, records, datetime.now(UTC))
+                receipts = await insert_records(conn, keys, records)
                 body = msgspec.json.encode(BatchReceipt(records=receipts))
                 if claim is not None:
                     await idempotency.store(conn, claim, 201, body)
