@@ -127,10 +127,6 @@ async def subjects_by_hash(conn: asyncpg.Connection, hashes: list[bytes]) -> dic
     return {row["lookup_hash"]: row["subject_id"] for row in await conn.fetch(SELECT_SUBJECTS_BY_HASH, hashes)}
 
 
-async def _copy(conn: asyncpg.Connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
-    await conn.copy_records_to_table(table, records=rows, columns=columns)
-
-
 async def insert_records(conn: asyncpg.Connection, keys: crypto.Keys, records: list[PreparedRecord]) -> list[RecordReceipt]:
     """Resolve subjects, link new identifiers, append the records, advance the current state.
 
@@ -178,11 +174,13 @@ async def insert_records(conn: asyncpg.Connection, keys: crypto.Keys, records: l
                 identifier_rows[h] = (subject, h, kind, sealed)
 
     if subject_rows:
-        await _copy(conn, "subjects", SUBJECT_COLUMNS, subject_rows)
+        await conn.copy_records_to_table("subjects", columns=SUBJECT_COLUMNS, records=subject_rows)
     if identifier_rows:
         new_hashes = sorted(identifier_rows)
-        await _copy(conn, "identifier_lookup", LOOKUP_COLUMNS, [(h, identifier_rows[h][0]) for h in new_hashes])
-        await _copy(conn, "subject_identifiers", IDENTIFIER_COLUMNS, [identifier_rows[h] for h in new_hashes])
+        lookups = [(h, identifier_rows[h][0]) for h in new_hashes]
+        await conn.copy_records_to_table("identifier_lookup", columns=LOOKUP_COLUMNS, records=lookups)
+        rows = [identifier_rows[h] for h in new_hashes]
+        await conn.copy_records_to_table("subject_identifiers", columns=IDENTIFIER_COLUMNS, records=rows)
 
     # Resent records (same subject, same content) are answered with the stored record, not stored twice.
     seen: dict[tuple[int, bytes], tuple[UUID, datetime]] = {}
@@ -218,7 +216,7 @@ async def insert_records(conn: asyncpg.Connection, keys: crypto.Keys, records: l
         source_ids = sorted(sources)
         await conn.execute(INSERT_SOURCES, source_ids, [sources[i] for i in source_ids])
         record_rows.sort(key=lambda row: (row[0].bytes, row[-1]))
-        await _copy(conn, "consent_records", RECORD_COLUMNS, record_rows)
+        await conn.copy_records_to_table("consent_records", columns=RECORD_COLUMNS, records=record_rows)
         await _advance_state(conn, records, groups, subjects, fresh, created)
     return receipts
 
@@ -247,7 +245,7 @@ async def _advance_state(
         else:
             upserts.append((subjects[group], purpose, record_id, r.status, r.collected_at, r.expires_at))
     if new_rows:
-        await _copy(conn, "consent_state", STATE_COLUMNS, new_rows)
+        await conn.copy_records_to_table("consent_state", columns=STATE_COLUMNS, records=new_rows)
     if upserts:
         upserts.sort(key=lambda row: (row[0].bytes, row[1]))
         await conn.execute(UPSERT_STATE, *map(list, zip(*upserts)))
