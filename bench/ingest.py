@@ -50,11 +50,21 @@ def free_port() -> int:
 
 def encode_batches(tag: str, n: int, batch: int, purpose_of) -> list[bytes]:
     def record(i: int) -> dict:
-        return {"subject": {"identifiers": [{"type": "email", "value": f"u{i}-{tag}@example.com"}]},
-                "purpose": purpose_of(i), "status": "granted", "collected_at": "2026-01-01T00:00:00Z",
-                "region": "FR", "source": SOURCE}
-    return [json.dumps({"records": [record(i) for i in range(start, min(start + batch, n))]},
-                       separators=(",", ":")).encode() for start in range(0, n, batch)]
+        return {
+            "subject": {"identifiers": [{"type": "email", "value": f"u{i}-{tag}@example.com"}]},
+            "purpose": purpose_of(i),
+            "status": "granted",
+            "collected_at": "2026-01-01T00:00:00Z",
+            "region": "FR",
+            "source": SOURCE,
+        }
+
+    return [
+        json.dumps(
+            {"records": [record(i) for i in range(start, min(start + batch, n))]}, separators=(",", ":")
+        ).encode()
+        for start in range(0, n, batch)
+    ]
 
 
 def send_all(port: int, key: str, bodies: list[bytes], concurrency: int) -> tuple[float, list[float], int]:
@@ -90,8 +100,11 @@ def send_all(port: int, key: str, bodies: list[bytes], concurrency: int) -> tupl
 
 def postmasters(pgdata: Path | None) -> list[psutil.Process]:
     """The embedded server runs detached from serve (its parent is init): find it by its data directory."""
-    return [p for p in psutil.process_iter(["name", "cmdline"])
-            if pgdata and p.info["name"] == "postgres" and str(pgdata) in " ".join(p.info["cmdline"] or [])]
+    return [
+        p
+        for p in psutil.process_iter(["name", "cmdline"])
+        if pgdata and p.info["name"] == "postgres" and str(pgdata) in " ".join(p.info["cmdline"] or [])
+    ]
 
 
 def cpu_seconds(roots: list[psutil.Process]) -> float:
@@ -134,9 +147,13 @@ def main() -> int:
             env[name] = base64.b64encode(os.urandom(32)).decode()
     port = free_port()
     log = open(tmp / "serve.log", "wb")
-    serve = subprocess.Popen([str(CLI), "serve", "--host", "127.0.0.1", "--port", str(port),
-                              "--workers", str(args.workers)], env=env, stdout=log, stderr=log,
-                             start_new_session=True)
+    serve = subprocess.Popen(
+        [str(CLI), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers)],
+        env=env,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -148,8 +165,12 @@ def main() -> int:
                         break
             except OSError:
                 time.sleep(0.2)
-        made = subprocess.run([str(CLI), "keys", "create", "--name", "bench", "--scope", "admin"],
-                              env=env, capture_output=True, text=True)
+        made = subprocess.run(
+            [str(CLI), "keys", "create", "--name", "bench", "--scope", "admin"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if made.returncode:
             sys.exit(f"consent-svc keys create failed:\n{made.stderr[-3000:]}")
         key = json.loads(made.stdout)["key"]
@@ -161,8 +182,12 @@ def main() -> int:
             wall, _, setup_failures = send_all(port, key, first, args.concurrency)
             print(f"setup pass: {args.records} records, new subjects, {wall:.2f} s, {setup_failures} non-201")
             del first
-        bodies = encode_batches(tag, args.records, args.batch,
-                                (lambda i: OTHER_PURPOSES[i % 4]) if args.existing else (lambda i: "analytics"))
+        bodies = encode_batches(
+            tag,
+            args.records,
+            args.batch,
+            (lambda i: OTHER_PURPOSES[i % 4]) if args.existing else (lambda i: "analytics"),
+        )
         service, pg = [psutil.Process(serve.pid)], postmasters(pgdata)
         app0, pg0 = cpu_seconds(service), cpu_seconds(pg)
         wall, latencies, failures = send_all(port, key, bodies, args.concurrency)
@@ -189,13 +214,21 @@ def main() -> int:
     print(f"records        {args.records}")
     print(f"wall seconds   {wall:.2f}")
     print(f"records/s      {args.records / wall:,.0f}")
-    print(f"calls          {len(lat)}: latency ms p50 {pct(lat, 50):.1f}  p90 {pct(lat, 90):.1f}  "
-          f"p99 {pct(lat, 99):.1f}  max {lat[-1] * 1000:.1f}")
+    print(
+        f"calls          {len(lat)}: latency ms p50 {pct(lat, 50):.1f}  p90 {pct(lat, 90):.1f}  "
+        f"p99 {pct(lat, 99):.1f}  max {lat[-1] * 1000:.1f}"
+    )
     print(f"non-201        {failures}")
-    for label, before, after in (("service", app0, app1), ("postgres", pg0, pg1), ("total", app0 + pg0, app1 + pg1)):
+    for label, before, after in (
+        ("service", app0, app1),
+        ("postgres", pg0, pg1),
+        ("total", app0 + pg0, app1 + pg1),
+    ):
         if label != "postgres" or pgdata:
-            print(f"CPU s {label:<9}before {before:8.2f}  after {after:8.2f}  "
-                  f"used {after - before:7.2f}  per 1,000 records {(after - before) * per_k:.3f}")
+            print(
+                f"CPU s {label:<9}before {before:8.2f}  after {after:8.2f}  "
+                f"used {after - before:7.2f}  per 1,000 records {(after - before) * per_k:.3f}"
+            )
     return 1 if failures or setup_failures else 0
 
 

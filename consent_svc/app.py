@@ -24,7 +24,6 @@ from consent_svc.consents.routes import ConsentController
 from consent_svc.health import HealthController
 from consent_svc.policies.load import load_policies
 from consent_svc.policies.routes import PolicyController
-from consent_svc.policies.types import Policies
 from consent_svc.settings import Settings
 
 log = logging.getLogger("consent_svc")
@@ -111,7 +110,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             version="0.1.0",
             path="/schema",
             components=Components(
-                security_schemes={"BearerAuth": SecurityScheme(type="http", scheme="bearer", description="API key")}
+                security_schemes={
+                    "BearerAuth": SecurityScheme(type="http", scheme="bearer", description="API key")
+                }
             ),
         ),
         logging_config=LoggingConfig(

@@ -29,10 +29,14 @@ SCOPES = (
 ADMIN = "admin"
 KEY_PREFIX = "csk_"
 
-INSERT_KEY = "INSERT INTO api_keys (id, name, secret_hash, scopes) VALUES ($1, $2, $3, $4) RETURNING created_at"
+INSERT_KEY = (
+    "INSERT INTO api_keys (id, name, secret_hash, scopes) VALUES ($1, $2, $3, $4) RETURNING created_at"
+)
 SELECT_KEY = "SELECT secret_hash, scopes, revoked_at FROM api_keys WHERE id = $1"
 SELECT_KEYS = "SELECT id, name, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at, id"
-REVOKE_KEY = "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING revoked_at"
+REVOKE_KEY = (
+    "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING revoked_at"
+)
 
 
 class ApiKey(msgspec.Struct, frozen=True):
@@ -67,7 +71,9 @@ def split_key(key: str) -> tuple[str, str] | None:
 async def create_key(conn: asyncpg.Connection, name: str, scopes: list[str]) -> NewApiKey:
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown or not scopes:
-        raise ValueError(f"unknown scope(s) {unknown}; choose from {', '.join(SCOPES)}" if unknown else "no scope")
+        raise ValueError(
+            f"unknown scope(s) {unknown}; choose from {', '.join(SCOPES)}" if unknown else "no scope"
+        )
     key_id = os.urandom(6).hex()
     secret = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
     scopes = sorted(set(scopes))

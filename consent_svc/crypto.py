@@ -30,7 +30,10 @@ class Keys:
         self._master = AESGCM(master_key)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Keys) and (self.master_key, self.lookup_secret) == (other.master_key, other.lookup_secret)
+        return isinstance(other, Keys) and (self.master_key, self.lookup_secret) == (
+            other.master_key,
+            other.lookup_secret,
+        )
 
     def derive(self, purpose: str) -> bytes:
         """A separate key per use (fingerprints, idempotency digests), so no key serves two purposes."""
@@ -68,7 +71,9 @@ def load_keys(settings: Settings) -> Keys:
             given, source = path.read_text().strip(), str(path)
         if given is None:
             if not settings.embedded:
-                raise SettingsError(f"missing setting CONSENT_SVC_{name.upper()}: required when DATABASE_URL is set")
+                raise SettingsError(
+                    f"missing setting CONSENT_SVC_{name.upper()}: required when DATABASE_URL is set"
+                )
             if (Path(settings.data_dir) / "pg" / "PG_VERSION").exists():
                 raise SettingsError(
                     f"{path} is missing but the embedded database under {settings.data_dir} exists: restore the "

@@ -8,9 +8,13 @@ from typing import Any
 import asyncpg
 import msgspec
 from litestar import Request, Response
-from litestar.openapi import ResponseSpec
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
-from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
+from litestar.openapi import ResponseSpec
+from litestar.plugins.problem_details import (
+    ProblemDetailsConfig,
+    ProblemDetailsException,
+    ProblemDetailsPlugin,
+)
 
 log = logging.getLogger("consent_svc.errors")
 
@@ -49,7 +53,10 @@ def problem_responses(*codes: int) -> dict[int, ResponseSpec]:
     common = (400, 401, 403, 503)
     return {
         code: ResponseSpec(
-            data_container=Problem, media_type=PROBLEM_JSON, description=PROBLEM_DESCRIPTIONS[code], generate_examples=False
+            data_container=Problem,
+            media_type=PROBLEM_JSON,
+            description=PROBLEM_DESCRIPTIONS[code],
+            generate_examples=False,
         )
         for code in sorted({*common, *codes})
     }
@@ -135,7 +142,11 @@ def _from_validation(exc: ValidationException) -> ProblemDetailsException:
             if message == "'data'":  # Litestar's word for an empty body where one is required
                 errors.append(FieldError(field="body", message="a JSON body is required"))
                 continue
-            errors.append(FieldError(field="body" if key in (None, "data") else str(key), message=str(item.get("message"))))
+            errors.append(
+                FieldError(
+                    field="body" if key in (None, "data") else str(key), message=str(item.get("message"))
+                )
+            )
     detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or str(exc.detail)
     return InvalidInput(detail, errors=errors)
 
@@ -145,7 +156,10 @@ def _from_decode(exc: msgspec.DecodeError) -> ProblemDetailsException:
     message = str(exc)
     if not isinstance(exc, msgspec.ValidationError):
         return ProblemDetailsException(
-            status_code=400, type_="/problems/malformed-json", title="The body is not valid JSON", detail=message
+            status_code=400,
+            type_="/problems/malformed-json",
+            title="The body is not valid JSON",
+            detail=message,
         )
     reason, _, path = message.partition(" - at `$")
     field = path.rstrip("`").lstrip(".") or "body"
@@ -156,7 +170,12 @@ def _from_http(exc: HTTPException) -> ProblemDetailsException:
     status = exc.status_code
     slugs = {404: "not-found", 405: "method-not-allowed", 413: "too-large", 415: "unsupported-media-type"}
     slug = slugs.get(status, "http-" + str(status))
-    titles = {400: "Bad request", 413: "The request body is too large", 405: "Method not allowed", 404: "Not found"}
+    titles = {
+        400: "Bad request",
+        413: "The request body is too large",
+        405: "Method not allowed",
+        404: "Not found",
+    }
     if status == 400 and isinstance(exc.__cause__, SerializationException):
         slug, titles[400] = "malformed-json", "The body is not valid JSON"
     return ProblemDetailsException(
@@ -181,7 +200,12 @@ def _from_database_refusal(exc: Exception) -> ProblemDetailsException:
 
 def _from_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.scope.get("path_template", "?"))
-    body = {"type": "/problems/internal", "title": "Internal error", "status": 500, "detail": "An unexpected error"}
+    body = {
+        "type": "/problems/internal",
+        "title": "Internal error",
+        "status": 500,
+        "detail": "An unexpected error",
+    }
     return Response(body, status_code=500, media_type=PROBLEM_JSON)
 
 
@@ -194,7 +218,11 @@ DATABASE_DOWN = (
     ConnectionError,
     TimeoutError,
 )
-DATABASE_REFUSAL = (asyncpg.ReadOnlySQLTransactionError, asyncpg.DiskFullError, asyncpg.InsufficientResourcesError)
+DATABASE_REFUSAL = (
+    asyncpg.ReadOnlySQLTransactionError,
+    asyncpg.DiskFullError,
+    asyncpg.InsufficientResourcesError,
+)
 
 
 def problem_plugin() -> ProblemDetailsPlugin:

@@ -63,7 +63,9 @@ async def claim(conn: asyncpg.Connection, c: Claim) -> Replay | None:
         return None
     row = await conn.fetchrow(SELECT_KEY, c.api_key_id, c.key_hash)
     if row["request_hash"] != c.request_hash:
-        raise InvalidInput("This Idempotency-Key was used with a different request body", title="Idempotency-Key reused")
+        raise InvalidInput(
+            "This Idempotency-Key was used with a different request body", title="Idempotency-Key reused"
+        )
     return Replay(row["status_code"], row["response"])
 
 

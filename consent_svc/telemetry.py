@@ -15,7 +15,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 
 log = logging.getLogger("consent_svc.telemetry")
 
@@ -23,7 +23,10 @@ _configured: tuple[TracerProvider, MeterProvider] | None = None
 
 
 def _otlp_wanted(signal: str) -> bool:
-    return bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"))
+    return bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
+    )
 
 
 def configure(
@@ -70,7 +73,9 @@ def route_of(scope) -> tuple[str, dict[str, str]]:
     route = scope.get("path_template")
     if route is None:  # the tracing middleware runs before routing: ask the router (it caches)
         try:
-            route = scope["app"].asgi_router.handle_routing(path=normalize_path(scope["path"]), method=method)[4]
+            route = scope["app"].asgi_router.handle_routing(
+                path=normalize_path(scope["path"]), method=method
+            )[4]
         except HTTPException:
             route = "unmatched"
     name = f"{method} {route}" if method else route
@@ -83,7 +88,9 @@ class RequestCounter:
     def __init__(self, app) -> None:
         self.app = app
         self.counter = metrics.get_meter("consent_svc").create_counter(
-            "consent_svc.http.requests", unit="{request}", description="Requests answered, by route and status"
+            "consent_svc.http.requests",
+            unit="{request}",
+            description="Requests answered, by route and status",
         )
 
     async def __call__(self, scope, receive, send) -> None:
@@ -102,4 +109,6 @@ class RequestCounter:
             await self.app(scope, receive, record_status)
         finally:
             _, attributes = route_of(scope)
-            self.counter.add(1, {**attributes, "http.request.method": scope["method"], "http.response.status_code": status})
+            self.counter.add(
+                1, {**attributes, "http.request.method": scope["method"], "http.response.status_code": status}
+            )

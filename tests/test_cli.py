@@ -14,16 +14,35 @@ CLI = str(Path(sys.executable).parent / "consent-svc")
 
 
 def cli(db_url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": db_url, "CONSENT_SVC_MASTER_KEY": MASTER_KEY,
-           "CONSENT_SVC_LOOKUP_SECRET": LOOKUP_SECRET, "CONSENT_SVC_DATA_DIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "CONSENT_SVC_MASTER_KEY": MASTER_KEY,
+        "CONSENT_SVC_LOOKUP_SECRET": LOOKUP_SECRET,
+        "CONSENT_SVC_DATA_DIR": str(tmp_path),
+    }
     return subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=120)
 
 
 async def test_keys_create_list_revoke(db_url, tmp_path, client):
-    created = cli(db_url, tmp_path, "keys", "create", "--name", "crm", "--scope", "consents:write", "--scope", "consents:read")
+    created = cli(
+        db_url,
+        tmp_path,
+        "keys",
+        "create",
+        "--name",
+        "crm",
+        "--scope",
+        "consents:write",
+        "--scope",
+        "consents:read",
+    )
     assert created.returncode == 0, created.stderr
     new = json.loads(created.stdout)
-    assert set(new) == {"id", "key", "name", "scopes"} and new["scopes"] == ["consents:read", "consents:write"]
+    assert set(new) == {"id", "key", "name", "scopes"} and new["scopes"] == [
+        "consents:read",
+        "consents:write",
+    ]
     auth = {"Authorization": f"Bearer {new['key']}"}
     assert (await client.get("/v1/purposes", headers=auth)).status_code == 200
 
@@ -45,8 +64,13 @@ def test_migrate_on_a_current_database_applies_nothing(db_url, tmp_path):
 
 def test_cli_refuses_keys_the_data_was_not_written_with(db_url, tmp_path):
     assert cli(db_url, tmp_path, "migrate").returncode == 0  # records the test keys' digests
-    env = {**os.environ, "DATABASE_URL": db_url, "CONSENT_SVC_MASTER_KEY": "Y" * 43 + "=",
-           "CONSENT_SVC_LOOKUP_SECRET": LOOKUP_SECRET, "CONSENT_SVC_DATA_DIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "CONSENT_SVC_MASTER_KEY": "Y" * 43 + "=",
+        "CONSENT_SVC_LOOKUP_SECRET": LOOKUP_SECRET,
+        "CONSENT_SVC_DATA_DIR": str(tmp_path),
+    }
     result = subprocess.run([CLI, "migrate"], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "CONSENT_SVC_MASTER_KEY is not the key this database's data was written with" in result.stderr

@@ -15,8 +15,13 @@ CLI = str(Path(sys.executable).parent / "consent-svc")
 
 
 def run_import(db_url: str, tmp_path: Path, path: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": db_url, "CONSENT_SVC_MASTER_KEY": MASTER_KEY,
-           "CONSENT_SVC_LOOKUP_SECRET": LOOKUP_SECRET, "CONSENT_SVC_DATA_DIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "CONSENT_SVC_MASTER_KEY": MASTER_KEY,
+        "CONSENT_SVC_LOOKUP_SECRET": LOOKUP_SECRET,
+        "CONSENT_SVC_DATA_DIR": str(tmp_path),
+    }
     return subprocess.run([CLI, "import", str(path)], env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -60,7 +65,12 @@ async def test_import_line_linking_two_existing_subjects_is_rejected_alone(db_ur
     first.write_text("\n".join(json.dumps(record(f"u{i}@example.com")) for i in range(2)) + "\n")
     assert json.loads(run_import(db_url, tmp_path, first).stdout)["accepted"] == 2
     second = tmp_path / "second.ndjson"
-    linking = record(identifiers=[{"type": "email", "value": "u0@example.com"}, {"type": "email", "value": "u1@example.com"}])
+    linking = record(
+        identifiers=[
+            {"type": "email", "value": "u0@example.com"},
+            {"type": "email", "value": "u1@example.com"},
+        ]
+    )
     second.write_text(json.dumps(record("u2@example.com")) + "\n" + json.dumps(linking) + "\n")
     result = run_import(db_url, tmp_path, second)
     assert json.loads(result.stdout) == {"accepted": 1, "duplicates": 0, "rejected": 1}

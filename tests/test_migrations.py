@@ -27,7 +27,9 @@ async def test_two_instances_migrating_at_once_apply_each_file_once(empty_db):
         applied = sorted(v for result in results for v in result)
         assert applied == [m.version for m in db.load_migrations()]
         rows = await conns[0].fetch("SELECT version, checksum FROM schema_migrations ORDER BY version")
-        assert [(r["version"], r["checksum"]) for r in rows] == [(m.version, m.checksum) for m in db.load_migrations()]
+        assert [(r["version"], r["checksum"]) for r in rows] == [
+            (m.version, m.checksum) for m in db.load_migrations()
+        ]
         assert await db.migrations_current(conns[0])
     finally:
         for c in conns:
@@ -39,7 +41,10 @@ async def test_an_applied_migration_that_changed_is_refused(empty_db):
     try:
         await db.migrate(conn)
         first = db.load_migrations()[0]
-        edited = [db.Migration(first.version, first.name, first.sql + "\n-- edited"), *db.load_migrations()[1:]]
+        edited = [
+            db.Migration(first.version, first.name, first.sql + "\n-- edited"),
+            *db.load_migrations()[1:],
+        ]
         with pytest.raises(db.MigrationError, match="changed after it was applied"):
             await db.migrate(conn, edited)
     finally:
@@ -48,7 +53,9 @@ async def test_an_applied_migration_that_changed_is_refused(empty_db):
 
 async def test_ready_is_red_while_a_migration_is_pending(client, conn):
     assert (await client.get("/health/ready")).status_code == 200
-    await conn.execute("DELETE FROM schema_migrations WHERE version = (SELECT max(version) FROM schema_migrations)")
+    await conn.execute(
+        "DELETE FROM schema_migrations WHERE version = (SELECT max(version) FROM schema_migrations)"
+    )
     pending = await client.get("/health/ready")
     assert pending.status_code == 503
     assert pending.json() == {"status": "unavailable", "database": "ok", "migrations": "pending"}

@@ -13,7 +13,9 @@ from consent_svc.settings import Settings, SettingsError
 
 
 def test_values_are_converted_from_strings():
-    settings = Settings.from_env({"CONSENT_SVC_PORT": "8081", "CONSENT_SVC_WORKERS": "2", "DATABASE_URL": "postgresql://x/y"})
+    settings = Settings.from_env(
+        {"CONSENT_SVC_PORT": "8081", "CONSENT_SVC_WORKERS": "2", "DATABASE_URL": "postgresql://x/y"}
+    )
     assert (settings.port, settings.workers, settings.database_url) == (8081, 2, "postgresql://x/y")
     assert not settings.embedded
 
@@ -36,7 +38,11 @@ def test_external_database_requires_given_keys(tmp_path):
     with pytest.raises(SettingsError, match="CONSENT_SVC_MASTER_KEY"):
         load_keys(Settings(database_url="postgresql://x/y", data_dir=str(tmp_path)))
     with pytest.raises(SettingsError, match="base64 of 32 bytes"):
-        load_keys(Settings(database_url="postgresql://x/y", data_dir=str(tmp_path), master_key="short", lookup_secret="x"))
+        load_keys(
+            Settings(
+                database_url="postgresql://x/y", data_dir=str(tmp_path), master_key="short", lookup_secret="x"
+            )
+        )
 
 
 def test_embedded_default_generates_keys_once_with_owner_only_permissions(tmp_path):
@@ -49,7 +55,9 @@ def test_embedded_default_generates_keys_once_with_owner_only_permissions(tmp_pa
 
 def test_cli_stops_with_one_line_on_a_bad_setting():
     env = {**os.environ, "CONSENT_SVC_PORT": "eighty"}
-    result = subprocess.run([sys.executable, "-m", "consent_svc.cli", "migrate"], env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "consent_svc.cli", "migrate"], env=env, capture_output=True, text=True
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "consent-svc: invalid setting CONSENT_SVC_PORT: expected `int`, got `str`"
@@ -62,15 +70,23 @@ def test_lookup_hasher_is_hmac_sha256():
     from consent_svc.crypto import LookupHasher
 
     secret = bytes(range(32))
-    assert LookupHasher(secret)("email", "ann@example.com") == hmac.digest(secret, b"email\0ann@example.com", "sha256")
+    assert LookupHasher(secret)("email", "ann@example.com") == hmac.digest(
+        secret, b"email\0ann@example.com", "sha256"
+    )
 
 
 def test_cli_unreachable_database_is_one_line_without_the_password():
     from tests.conftest import LOOKUP_SECRET, MASTER_KEY
 
-    env = {**os.environ, "DATABASE_URL": "postgresql://postgres:hunter2@127.0.0.1:1/x",
-           "CONSENT_SVC_MASTER_KEY": MASTER_KEY, "CONSENT_SVC_LOOKUP_SECRET": LOOKUP_SECRET}
-    result = subprocess.run([sys.executable, "-m", "consent_svc.cli", "migrate"], env=env, capture_output=True, text=True)
+    env = {
+        **os.environ,
+        "DATABASE_URL": "postgresql://postgres:hunter2@127.0.0.1:1/x",
+        "CONSENT_SVC_MASTER_KEY": MASTER_KEY,
+        "CONSENT_SVC_LOOKUP_SECRET": LOOKUP_SECRET,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "consent_svc.cli", "migrate"], env=env, capture_output=True, text=True
+    )
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("consent-svc: cannot connect to the database on 127.0.0.1")

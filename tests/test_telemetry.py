@@ -22,11 +22,15 @@ async def test_requests_and_queries_are_traced_and_measured_without_identifiers(
     caplog.set_level("DEBUG")
     response = await client.post(
         "/v1/consents",
-        json=batch(record(EMAIL), record(identifiers=[{"type": "phone", "value": PHONE}], purpose="sms_marketing")),
+        json=batch(
+            record(EMAIL), record(identifiers=[{"type": "phone", "value": PHONE}], purpose="sms_marketing")
+        ),
         headers=admin,
     )
     assert response.status_code == 201
-    lookup = await client.post("/v1/subjects/lookup", json={"identifiers": [{"type": "email", "value": EMAIL}]}, headers=admin)
+    lookup = await client.post(
+        "/v1/subjects/lookup", json={"identifiers": [{"type": "email", "value": EMAIL}]}, headers=admin
+    )
     subject_id = lookup.json()["subject_id"]
     await client.get(f"/v1/subjects/{subject_id}", headers=admin)
     await client.post("/v1/consents", json=batch(record(EMAIL, purpose="telepathy")), headers=admin)
@@ -82,11 +86,19 @@ def test_otlp_export_reaches_the_endpoint_only_when_asked():
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     try:
-        off = subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, check=True)
+        off = subprocess.run(
+            [sys.executable, "-c", code], env=clean, capture_output=True, text=True, check=True
+        )
         assert "OTLP export: off" in off.stderr and received == []
         endpoint = f"http://127.0.0.1:{server.server_port}"
-        on = subprocess.run([sys.executable, "-c", code], env={**clean, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint},
-                            capture_output=True, text=True, check=True, timeout=60)
+        on = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**clean, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
         assert "OTLP export: traces, metrics" in on.stderr
         assert sorted(set(received)) == ["/v1/metrics", "/v1/traces"]
     finally:

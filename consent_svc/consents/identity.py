@@ -56,7 +56,9 @@ class SubjectConflict(Exception):
         super().__init__(indexes, subjects)
 
 
-def group_records(identifier_sets: list[list[bytes]], known: dict[bytes, UUID]) -> tuple[list[int], list[UUID | None]]:
+def group_records(
+    identifier_sets: list[list[bytes]], known: dict[bytes, UUID]
+) -> tuple[list[int], list[UUID | None]]:
     """Which records of a batch belong to one subject, and which existing subject (if any) each group is.
 
     Records sharing an identifier are one subject; a group touching two existing subjects is a conflict
@@ -104,7 +106,9 @@ def group_records(identifier_sets: list[list[bytes]], known: dict[bytes, UUID]) 
     return groups, subjects
 
 
-def _group_single(identifier_sets: list[list[bytes]], known: dict[bytes, UUID]) -> tuple[list[int], list[UUID | None]]:
+def _group_single(
+    identifier_sets: list[list[bytes]], known: dict[bytes, UUID]
+) -> tuple[list[int], list[UUID | None]]:
     """The common case, one identifier per record: a group is an identifier, and no conflict can arise."""
     group_of: dict[bytes, int] = {}
     groups = [group_of.setdefault(hashes[0], len(group_of)) for hashes in identifier_sets]

@@ -22,8 +22,20 @@ from consent_svc.settings import Settings
 CHUNK = 1000
 # CSV carries one identifier per row; NDJSON lines are full records as POST /v1/consents takes them.
 CSV_COLUMNS = {
-    "identifier_type", "identifier_value", "purpose", "status", "collected_at", "region", "source_system",
-    "source_touchpoint", "source_method", "notice_id", "notice_version", "cmp", "actor", "expires_at",
+    "identifier_type",
+    "identifier_value",
+    "purpose",
+    "status",
+    "collected_at",
+    "region",
+    "source_system",
+    "source_touchpoint",
+    "source_method",
+    "notice_id",
+    "notice_version",
+    "cmp",
+    "actor",
+    "expires_at",
 }
 
 
@@ -38,14 +50,22 @@ def _csv_record(row: dict[str, str]) -> dict:
     if unknown:
         raise Rejected(f"unknown column(s) {sorted(unknown)}")
     get = lambda name: (row.get(name) or "").strip() or None  # noqa: E731
-    source = {"system": get("source_system"), "touchpoint": get("source_touchpoint"), "method": get("source_method"),
-              "cmp": get("cmp"), "actor": get("actor") or "subject"}
+    source = {
+        "system": get("source_system"),
+        "touchpoint": get("source_touchpoint"),
+        "method": get("source_method"),
+        "cmp": get("cmp"),
+        "actor": get("actor") or "subject",
+    }
     if get("notice_id") or get("notice_version"):
         source["notice"] = {"id": get("notice_id"), "version": get("notice_version")}
     return {
         "subject": {"identifiers": [{"type": get("identifier_type"), "value": get("identifier_value")}]},
-        "purpose": get("purpose"), "status": get("status"), "collected_at": get("collected_at"),
-        "region": get("region"), "source": {k: v for k, v in source.items() if v is not None},
+        "purpose": get("purpose"),
+        "status": get("status"),
+        "collected_at": get("collected_at"),
+        "region": get("region"),
+        "source": {k: v for k, v in source.items() if v is not None},
         **({"expires_at": get("expires_at")} if get("expires_at") else {}),
     }
 
@@ -131,7 +151,10 @@ async def run(settings: Settings, keys: crypto.Keys, path: Path, fmt: str) -> di
     with path.open("rb") as f:
         total = sum(1 for _ in f)
     with Progress(
-        TextColumn("importing lines"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        TextColumn("importing lines"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
         console=Console(stderr=True),
     ) as progress:
         task = progress.add_task("import", total=total)

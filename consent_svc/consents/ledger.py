@@ -46,7 +46,10 @@ class RecordRules(msgspec.Struct, frozen=True):
 
 
 def hash_identifiers(
-    identifiers: list[Identifier], lookup_hash: crypto.LookupHasher, where: str, default_region: str | None = None
+    identifiers: list[Identifier],
+    lookup_hash: crypto.LookupHasher,
+    where: str,
+    default_region: str | None = None,
 ) -> tuple[list[tuple[str, str, bytes]], list[FieldError]]:
     out, errors = [], []
     for j, ident in enumerate(identifiers):
@@ -59,14 +62,20 @@ def hash_identifiers(
     return out, errors
 
 
-def prepare_record(record: ConsentRecordIn, rules: RecordRules, now: datetime, where: str = "") -> PreparedRecord:
+def prepare_record(
+    record: ConsentRecordIn, rules: RecordRules, now: datetime, where: str = ""
+) -> PreparedRecord:
     """Normalize and check one record; InvalidInput naming every bad field (prefixed by `where`)."""
     errors: list[FieldError] = []
     for name, value in (("collected_at", record.collected_at), ("expires_at", record.expires_at)):
         if value is not None and not MIN_YEAR <= value.year <= MAX_YEAR:
-            raise InvalidInput(f"{where}{name}: out of range", errors=[FieldError(f"{where}{name}", OUT_OF_RANGE)])
+            raise InvalidInput(
+                f"{where}{name}: out of range", errors=[FieldError(f"{where}{name}", OUT_OF_RANGE)]
+            )
     if record.purpose not in rules.purposes:
-        errors.append(FieldError(f"{where}purpose", f"unknown purpose `{record.purpose}` (see GET /v1/purposes)"))
+        errors.append(
+            FieldError(f"{where}purpose", f"unknown purpose `{record.purpose}` (see GET /v1/purposes)")
+        )
     region = canonical_region(record.region)
     if region is None:
         errors.append(FieldError(f"{where}region", "not an ISO 3166-1 alpha-2 or ISO 3166-2 code"))
@@ -85,7 +94,9 @@ def prepare_record(record: ConsentRecordIn, rules: RecordRules, now: datetime, w
     expires_at = record.expires_at.astimezone(UTC) if record.expires_at else None
     proof = msgspec.json.encode(record.proof, order="sorted") if record.proof is not None else None
     source = source_id(record.source)
-    content = msgspec.json.encode([record.purpose, record.status, collected_at, region, source, expires_at, proof])
+    content = msgspec.json.encode(
+        [record.purpose, record.status, collected_at, region, source, expires_at, proof]
+    )
     return PreparedRecord(
         identifiers=identifiers,
         purpose=record.purpose,
@@ -150,8 +161,10 @@ async def record_batch(
                 "subjects are not merged",
                 title="Identifiers belong to different subjects",
                 errors=[
-                    FieldError(f"records[{i}].subject.identifiers", "names identifiers of subjects "
-                               + " and ".join(map(str, exc.subjects)))
+                    FieldError(
+                        f"records[{i}].subject.identifiers",
+                        "names identifiers of subjects " + " and ".join(map(str, exc.subjects)),
+                    )
                     for i in exc.indexes
                 ],
             ) from None

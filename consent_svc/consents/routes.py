@@ -49,12 +49,17 @@ class ConsentController(Controller):
         rules: NamedDependency[RecordRules],
         idempotency_key: Annotated[
             str | None,
-            HeaderParameter(name="Idempotency-Key", required=False, description="Replays the first answer on retry"),
+            HeaderParameter(
+                name="Idempotency-Key", required=False, description="Replays the first answer on retry"
+            ),
         ] = None,
     ) -> Response[BatchReceipt]:
         prepared = prepare_batch(data, rules, datetime.now(UTC))
         claim = idempotency.claim_for(
-            request.state.api_key_id, idempotency_key, msgspec.json.encode(data), rules.idempotency_key,
+            request.state.api_key_id,
+            idempotency_key,
+            msgspec.json.encode(data),
+            rules.idempotency_key,
             rules.idempotency_ttl_hours,
         )
         status, body, replayed = await record_batch(pool, keys, prepared, claim)
@@ -68,7 +73,12 @@ class ConsentController(Controller):
         summary="Find a subject by its identifiers (in the body, never the URL)",
         responses=problem_responses(400, 404, 409, 413, 422),
     )
-    async def lookup_subject(self, data: JSONBody[SubjectIdentifiers], pool: NamedDependency[asyncpg.Pool], rules: NamedDependency[RecordRules]) -> LookupResult:
+    async def lookup_subject(
+        self,
+        data: JSONBody[SubjectIdentifiers],
+        pool: NamedDependency[asyncpg.Pool],
+        rules: NamedDependency[RecordRules],
+    ) -> LookupResult:
         hashed, errors = hash_identifiers(data.identifiers, rules.lookup_hash, "identifiers")
         if errors:
             raise InvalidInput(errors[0].message, errors=errors)
@@ -85,7 +95,12 @@ class ConsentController(Controller):
         summary="A subject: masked identifiers, current state",
         responses=problem_responses(404),
     )
-    async def get_subject(self, subject_id: FromPath[UUID], pool: NamedDependency[asyncpg.Pool], keys: NamedDependency[crypto.Keys]) -> SubjectView:
+    async def get_subject(
+        self,
+        subject_id: FromPath[UUID],
+        pool: NamedDependency[asyncpg.Pool],
+        keys: NamedDependency[crypto.Keys],
+    ) -> SubjectView:
         async with pool.acquire() as conn:
             view = await store.subject_view(conn, keys, subject_id)
         if view is None:
@@ -109,7 +124,9 @@ class ConsentController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> ConsentHistory:
         if purpose is not None and purpose not in rules.purposes:
-            raise InvalidInput(f"unknown purpose `{purpose}`", errors=[FieldError("purpose", "unknown purpose")])
+            raise InvalidInput(
+                f"unknown purpose `{purpose}`", errors=[FieldError("purpose", "unknown purpose")]
+            )
         try:
             after = store.decode_cursor(cursor) if cursor else None
         except ValueError:

@@ -48,8 +48,16 @@ SUBJECT_COLUMNS = ("subject_id", "wrapped_key", "master_key_id")
 LOOKUP_COLUMNS = ("lookup_hash", "subject_id")
 IDENTIFIER_COLUMNS = ("subject_id", "lookup_hash", "kind", "value_enc")
 RECORD_COLUMNS = (
-    "subject_id", "record_id", "purpose", "status", "collected_at", "region", "source_id", "expires_at",
-    "proof_enc", "fingerprint",
+    "subject_id",
+    "record_id",
+    "purpose",
+    "status",
+    "collected_at",
+    "region",
+    "source_id",
+    "expires_at",
+    "proof_enc",
+    "fingerprint",
 )
 STATE_COLUMNS = ("subject_id", "purpose", "record_id", "status", "collected_at", "expires_at")
 # A record changes the current state only if it was collected later than the one there (ties: received
@@ -124,10 +132,14 @@ def _proof_aad(subject_id: UUID, record_id: UUID) -> bytes:
 
 
 async def subjects_by_hash(conn: asyncpg.Connection, hashes: list[bytes]) -> dict[bytes, UUID]:
-    return {row["lookup_hash"]: row["subject_id"] for row in await conn.fetch(SELECT_SUBJECTS_BY_HASH, hashes)}
+    return {
+        row["lookup_hash"]: row["subject_id"] for row in await conn.fetch(SELECT_SUBJECTS_BY_HASH, hashes)
+    }
 
 
-async def insert_records(conn: asyncpg.Connection, keys: crypto.Keys, records: list[PreparedRecord]) -> list[RecordReceipt]:
+async def insert_records(
+    conn: asyncpg.Connection, keys: crypto.Keys, records: list[PreparedRecord]
+) -> list[RecordReceipt]:
     """Resolve subjects, link new identifiers, append the records, advance the current state.
 
     Raises SubjectConflict (from identity) when a record's identifiers belong to two subjects, SubjectErased
@@ -156,7 +168,8 @@ async def insert_records(conn: asyncpg.Connection, keys: crypto.Keys, records: l
     needs_key = {
         groups[i]
         for i, r in enumerate(records)
-        if groups[i] not in created and (r.proof is not None or any(h not in known for (_, _, h) in r.identifiers))
+        if groups[i] not in created
+        and (r.proof is not None or any(h not in known for (_, _, h) in r.identifiers))
     }
     if needs_key:
         group_of = {subjects[g]: g for g in needs_key}
@@ -199,16 +212,34 @@ async def insert_records(conn: asyncpg.Connection, keys: crypto.Keys, records: l
         subject = subjects[group]
         stored = seen.get((group, r.fingerprint))
         if stored is not None:
-            receipts.append(RecordReceipt(id=stored[0], subject_id=subject, received_at=stored[1], duplicate=True))
+            receipts.append(
+                RecordReceipt(id=stored[0], subject_id=subject, received_at=stored[1], duplicate=True)
+            )
             continue
         record_id = record_ids[i]
         seen[(group, r.fingerprint)] = (record_id, received_at)
         fresh.append((i, record_id))
-        receipts.append(RecordReceipt(id=record_id, subject_id=subject, received_at=received_at, duplicate=False))
-        proof = crypto.seal(data_keys[group], r.proof, _proof_aad(subject, record_id)) if r.proof is not None else None
+        receipts.append(
+            RecordReceipt(id=record_id, subject_id=subject, received_at=received_at, duplicate=False)
+        )
+        proof = (
+            crypto.seal(data_keys[group], r.proof, _proof_aad(subject, record_id))
+            if r.proof is not None
+            else None
+        )
         record_rows.append(
-            (subject, record_id, r.purpose, r.status, r.collected_at, r.region, r.source_id, r.expires_at, proof,
-             r.fingerprint)
+            (
+                subject,
+                record_id,
+                r.purpose,
+                r.status,
+                r.collected_at,
+                r.region,
+                r.source_id,
+                r.expires_at,
+                proof,
+                r.fingerprint,
+            )
         )
 
     if record_rows:
@@ -248,7 +279,7 @@ async def _advance_state(
         await conn.copy_records_to_table("consent_state", columns=STATE_COLUMNS, records=new_rows)
     if upserts:
         upserts.sort(key=lambda row: (row[0].bytes, row[1]))
-        await conn.execute(UPSERT_STATE, *map(list, zip(*upserts)))
+        await conn.execute(UPSERT_STATE, *map(list, zip(*upserts, strict=True)))
 
 
 async def subject_view(conn: asyncpg.Connection, keys: crypto.Keys, subject_id: UUID) -> SubjectView | None:
@@ -259,13 +290,17 @@ async def subject_view(conn: asyncpg.Connection, keys: crypto.Keys, subject_id: 
     if subject["wrapped_key"] is not None:
         data_key = _unwrap(keys, subject_id, subject["wrapped_key"])
         for row in await conn.fetch(SELECT_IDENTIFIERS, subject_id):
-            value = crypto.unseal(data_key, row["value_enc"], _identifier_aad(subject_id, row["lookup_hash"])).decode()
+            value = crypto.unseal(
+                data_key, row["value_enc"], _identifier_aad(subject_id, row["lookup_hash"])
+            ).decode()
             identifiers.append(MaskedIdentifier(type=row["kind"], masked=mask(row["kind"], value)))
     consents = [
         PurposeState(**{**dict(row), "source": msgspec.convert(row["source"], Source)})
         for row in await conn.fetch(SELECT_STATE, subject_id)
     ]
-    return SubjectView(subject_id=subject_id, created_at=subject["created_at"], identifiers=identifiers, consents=consents)
+    return SubjectView(
+        subject_id=subject_id, created_at=subject["created_at"], identifiers=identifiers, consents=consents
+    )
 
 
 async def history(
@@ -281,12 +316,16 @@ async def history(
         return None
     after_at, after_id = cursor or (None, None)
     rows = await conn.fetch(SELECT_HISTORY, subject_id, purpose, after_at, after_id, limit + 1)
-    data_key = _unwrap(keys, subject_id, subject["wrapped_key"]) if subject["wrapped_key"] is not None else None
+    data_key = (
+        _unwrap(keys, subject_id, subject["wrapped_key"]) if subject["wrapped_key"] is not None else None
+    )
     out = []
     for row in rows[:limit]:
         proof = None
         if row["proof_enc"] is not None and data_key is not None:
-            proof = msgspec.json.decode(crypto.unseal(data_key, row["proof_enc"], _proof_aad(subject_id, row["record_id"])))
+            proof = msgspec.json.decode(
+                crypto.unseal(data_key, row["proof_enc"], _proof_aad(subject_id, row["record_id"]))
+            )
         out.append(
             ConsentRecordOut(
                 id=row["record_id"],
@@ -300,7 +339,11 @@ async def history(
                 proof=proof,
             )
         )
-    next_cursor = encode_cursor(rows[limit - 1]["collected_at"], rows[limit - 1]["record_id"]) if len(rows) > limit else None
+    next_cursor = (
+        encode_cursor(rows[limit - 1]["collected_at"], rows[limit - 1]["record_id"])
+        if len(rows) > limit
+        else None
+    )
     return ConsentHistory(records=out, next_cursor=next_cursor)
 
 

@@ -31,7 +31,9 @@ def load_policies(directory: str | Path) -> Policies:
     seen: set[str] = set()
     for index, purpose in enumerate(purposes.purposes):
         if purpose.id in seen:
-            raise PolicyError(f"{directory / 'purposes.toml'}: purpose `{purpose.id}` declared twice (purposes[{index}])")
+            raise PolicyError(
+                f"{directory / 'purposes.toml'}: purpose `{purpose.id}` declared twice (purposes[{index}])"
+            )
         seen.add(purpose.id)
     return Policies(purposes=purposes)
 

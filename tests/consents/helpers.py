@@ -15,7 +15,9 @@ def record(
     **extra: Any,
 ) -> dict[str, Any]:
     return {
-        "subject": {"identifiers": identifiers if identifiers is not None else [{"type": "email", "value": email}]},
+        "subject": {
+            "identifiers": identifiers if identifiers is not None else [{"type": "email", "value": email}]
+        },
         "purpose": purpose,
         "status": status,
         "collected_at": at,

@@ -29,8 +29,15 @@ def test_normalize(kind, value, region, expected):
 
 @pytest.mark.parametrize(
     ("kind", "value", "region"),
-    [("email", "no-at-sign", None), ("email", "a@b", None), ("email", "a b@c.de", None), ("phone", "hello", "US"),
-     ("phone", "12", "US"), ("phone", "415-555-0132", None), ("customer_id", "   ", None)],
+    [
+        ("email", "no-at-sign", None),
+        ("email", "a@b", None),
+        ("email", "a b@c.de", None),
+        ("phone", "hello", "US"),
+        ("phone", "12", "US"),
+        ("phone", "415-555-0132", None),
+        ("customer_id", "   ", None),
+    ],
 )
 def test_normalize_refuses_without_echoing_the_value(kind, value, region):
     with pytest.raises(IdentifierError) as caught:

@@ -10,7 +10,9 @@ from tests.consents.helpers import batch, record
 
 
 async def write(client, headers, *records, **kw):
-    response = await client.post("/v1/consents", json=batch(*records), headers={**headers, **kw.get("extra", {})})
+    response = await client.post(
+        "/v1/consents", json=batch(*records), headers={**headers, **kw.get("extra", {})}
+    )
     return response
 
 
@@ -29,16 +31,24 @@ async def test_email_is_normalized_so_variants_are_one_subject(client, admin):
     ids = {r["subject_id"] for r in response.json()["records"]}
     assert len(ids) == 1
     lookup = await client.post(
-        "/v1/subjects/lookup", json={"identifiers": [{"type": "email", "value": "ANN@example.com"}]}, headers=admin
+        "/v1/subjects/lookup",
+        json={"identifiers": [{"type": "email", "value": "ANN@example.com"}]},
+        headers=admin,
     )
     assert lookup.status_code == 200
     assert lookup.json() == {"subject_id": ids.pop()}
 
 
 async def test_phone_numbers_are_normalized_to_e164(client, admin):
-    international = record(identifiers=[{"type": "phone", "value": "+1 (415) 555-0132"}], purpose="sms_marketing")
-    national = record(identifiers=[{"type": "phone", "value": "415.555.0132"}], purpose="sms_marketing", region="US-NY",
-                      at="2026-11-21T10:00:00Z")
+    international = record(
+        identifiers=[{"type": "phone", "value": "+1 (415) 555-0132"}], purpose="sms_marketing"
+    )
+    national = record(
+        identifiers=[{"type": "phone", "value": "415.555.0132"}],
+        purpose="sms_marketing",
+        region="US-NY",
+        at="2026-11-21T10:00:00Z",
+    )
     response = await write(client, admin, international, national)
     assert response.status_code == 201, response.text
     assert len({r["subject_id"] for r in response.json()["records"]}) == 1
@@ -52,8 +62,12 @@ async def test_unparseable_phone_is_422_naming_the_field(client, admin):
 
 
 async def test_late_arriving_older_record_is_kept_but_does_not_change_state(client, admin):
-    first = await write(client, admin, record(status="granted", at="2026-01-01T00:00:00Z"),
-                        record(status="withdrawn", at="2026-03-01T00:00:00Z"))
+    first = await write(
+        client,
+        admin,
+        record(status="granted", at="2026-01-01T00:00:00Z"),
+        record(status="withdrawn", at="2026-03-01T00:00:00Z"),
+    )
     subject_id = first.json()["records"][0]["subject_id"]
     late = await write(client, admin, record(status="granted", at="2026-02-01T00:00:00Z"))
     assert late.status_code == 201
@@ -66,8 +80,12 @@ async def test_late_arriving_older_record_is_kept_but_does_not_change_state(clie
 
 
 async def test_within_one_batch_the_latest_collected_wins_whatever_the_order(client, admin):
-    response = await write(client, admin, record(status="withdrawn", at="2026-05-01T00:00:00Z"),
-                           record(status="granted", at="2026-04-01T00:00:00Z"))
+    response = await write(
+        client,
+        admin,
+        record(status="withdrawn", at="2026-05-01T00:00:00Z"),
+        record(status="granted", at="2026-04-01T00:00:00Z"),
+    )
     subject_id = response.json()["records"][0]["subject_id"]
     view = (await client.get(f"/v1/subjects/{subject_id}", headers=admin)).json()
     assert view["consents"][0]["status"] == "withdrawn"
@@ -83,7 +101,9 @@ async def test_subject_view_masks_identifiers(client, admin):
 
 
 async def test_several_identifiers_link_to_one_subject(client, admin):
-    both = record(identifiers=[{"type": "email", "value": "bo@example.com"}, {"type": "customer_id", "value": "C-1"}])
+    both = record(
+        identifiers=[{"type": "email", "value": "bo@example.com"}, {"type": "customer_id", "value": "C-1"}]
+    )
     subject_id = (await write(client, admin, both)).json()["records"][0]["subject_id"]
     by_customer = await client.post(
         "/v1/subjects/lookup", json={"identifiers": [{"type": "customer_id", "value": "C-1"}]}, headers=admin
@@ -94,7 +114,12 @@ async def test_several_identifiers_link_to_one_subject(client, admin):
 async def test_identifiers_of_two_subjects_in_one_record_is_409_not_a_merge(client, admin):
     first = await write(client, admin, record("one@example.com"), record("two@example.com"))
     one, two = (r["subject_id"] for r in first.json()["records"])
-    both = record(identifiers=[{"type": "email", "value": "one@example.com"}, {"type": "email", "value": "two@example.com"}])
+    both = record(
+        identifiers=[
+            {"type": "email", "value": "one@example.com"},
+            {"type": "email", "value": "two@example.com"},
+        ]
+    )
     response = await write(client, admin, both)
     assert response.status_code == 409
     assert response.headers["content-type"].startswith("application/problem+json")
@@ -102,20 +127,28 @@ async def test_identifiers_of_two_subjects_in_one_record_is_409_not_a_merge(clie
     assert error["field"] == "records[0].subject.identifiers"
     assert one in error["message"] and two in error["message"]
     assert "one@example.com" not in response.text
-    lookup = await client.post("/v1/subjects/lookup", json={"identifiers": both["subject"]["identifiers"]}, headers=admin)
+    lookup = await client.post(
+        "/v1/subjects/lookup", json={"identifiers": both["subject"]["identifiers"]}, headers=admin
+    )
     assert lookup.status_code == 409
 
 
 async def test_batch_linking_two_existing_subjects_through_a_new_identifier_is_409(client, admin):
     await write(client, admin, record("one@example.com"), record("two@example.com"))
     response = await write(
-        client, admin,
-        record(identifiers=[{"type": "email", "value": "one@example.com"}, {"type": "customer_id", "value": "X"}]),
-        record(identifiers=[{"type": "email", "value": "two@example.com"}, {"type": "customer_id", "value": "X"}]),
+        client,
+        admin,
+        record(
+            identifiers=[{"type": "email", "value": "one@example.com"}, {"type": "customer_id", "value": "X"}]
+        ),
+        record(
+            identifiers=[{"type": "email", "value": "two@example.com"}, {"type": "customer_id", "value": "X"}]
+        ),
     )
     assert response.status_code == 409
-    lookup = await client.post("/v1/subjects/lookup", json={"identifiers": [{"type": "customer_id", "value": "X"}]},
-                               headers=admin)
+    lookup = await client.post(
+        "/v1/subjects/lookup", json={"identifiers": [{"type": "customer_id", "value": "X"}]}, headers=admin
+    )
     assert lookup.status_code == 404
 
 
@@ -148,9 +181,14 @@ async def test_idempotency_key_with_another_body_is_422(client, admin):
 async def test_batch_is_all_or_nothing(client, admin):
     response = await write(client, admin, record("ok@example.com"), record("bad@example.com", purpose="nope"))
     assert response.status_code == 422
-    assert response.json()["errors"] == [{"field": "records[1].purpose", "message": response.json()["errors"][0]["message"]}]
-    lookup = await client.post("/v1/subjects/lookup", json={"identifiers": [{"type": "email", "value": "ok@example.com"}]},
-                               headers=admin)
+    assert response.json()["errors"] == [
+        {"field": "records[1].purpose", "message": response.json()["errors"][0]["message"]}
+    ]
+    lookup = await client.post(
+        "/v1/subjects/lookup",
+        json={"identifiers": [{"type": "email", "value": "ok@example.com"}]},
+        headers=admin,
+    )
     assert lookup.status_code == 404
 
 
@@ -162,7 +200,10 @@ BAD_BODIES = {
     "bad region": (batch(record(region="Narnia")), "records[0].region"),
     "unknown subdivision": (batch(record(region="US-XX")), "records[0].region"),
     "empty identifiers": (batch(record(identifiers=[])), "records[0].subject.identifiers"),
-    "unknown identifier type": (batch(record(identifiers=[{"type": "ssn", "value": "1"}])), "records[0].subject.identifiers[0].type"),
+    "unknown identifier type": (
+        batch(record(identifiers=[{"type": "ssn", "value": "1"}])),
+        "records[0].subject.identifiers[0].type",
+    ),
     "bad email": (batch(record("not-an-email")), "records[0].subject.identifiers[0].value"),
     "empty records": ({"records": []}, "records"),
     "records not a list": ({"records": {}}, "records"),
@@ -191,12 +232,16 @@ async def test_bad_input_is_a_problem_naming_the_field(client, admin, label):
 
 
 async def test_empty_body_is_422_asking_for_one(client, admin):
-    response = await client.post("/v1/consents", content=b"", headers={**admin, "content-type": "application/json"})
+    response = await client.post(
+        "/v1/consents", content=b"", headers={**admin, "content-type": "application/json"}
+    )
     assert response.status_code == 422
     assert response.json()["errors"] == [{"field": "body", "message": "a JSON body is required"}]
 
 
-@pytest.mark.parametrize(("query", "field"), [("limit=0", "limit"), ("limit=x", "limit"), ("purpose=nope", "purpose")])
+@pytest.mark.parametrize(
+    ("query", "field"), [("limit=0", "limit"), ("limit=x", "limit"), ("purpose=nope", "purpose")]
+)
 async def test_bad_history_query_is_422_naming_the_parameter(client, admin, query, field):
     subject_id = (await write(client, admin, record())).json()["records"][0]["subject_id"]
     response = await client.get(f"/v1/subjects/{subject_id}/consents?{query}", headers=admin)
@@ -211,7 +256,9 @@ async def test_too_many_records_is_422(client, admin):
 
 
 async def test_malformed_json_is_400_problem(client, admin):
-    response = await client.post("/v1/consents", content=b'{"records": [', headers={**admin, "content-type": "application/json"})
+    response = await client.post(
+        "/v1/consents", content=b'{"records": [', headers={**admin, "content-type": "application/json"}
+    )
     assert response.status_code == 400
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["title"] == "The body is not valid JSON"
@@ -219,14 +266,18 @@ async def test_malformed_json_is_400_problem(client, admin):
 
 async def test_oversized_body_is_413_problem(client, admin):
     filler = json.dumps(batch(record(proof={"blob": "x" * (9 * 1024 * 1024)})))
-    response = await client.post("/v1/consents", content=filler, headers={**admin, "content-type": "application/json"})
+    response = await client.post(
+        "/v1/consents", content=filler, headers={**admin, "content-type": "application/json"}
+    )
     assert response.status_code == 413
     assert response.headers["content-type"].startswith("application/problem+json")
 
 
 async def test_unknown_route_and_method_are_problems(client, admin):
     missing = await client.get("/v1/nothing-here", headers=admin)
-    assert missing.status_code == 404 and missing.headers["content-type"].startswith("application/problem+json")
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith(
+        "application/problem+json"
+    )
     wrong = await client.delete("/v1/consents", headers=admin)
     assert wrong.status_code == 405 and wrong.headers["content-type"].startswith("application/problem+json")
 
@@ -254,7 +305,9 @@ async def test_history_pages_newest_first_and_filters_by_purpose(client, admin):
 
 async def test_bad_cursor_is_400_problem(client, admin):
     subject_id = (await write(client, admin, record())).json()["records"][0]["subject_id"]
-    response = await client.get(f"/v1/subjects/{subject_id}/consents", params={"cursor": "garbage"}, headers=admin)
+    response = await client.get(
+        f"/v1/subjects/{subject_id}/consents", params={"cursor": "garbage"}, headers=admin
+    )
     assert response.status_code == 400
     assert response.headers["content-type"].startswith("application/problem+json")
 
@@ -269,8 +322,12 @@ async def test_proof_is_returned_to_readers_and_encrypted_at_rest(client, admin,
 
 
 async def test_no_identifier_is_stored_in_clear(client, admin, conn):
-    await write(client, admin, record("clear.text@example.com"),
-                record(identifiers=[{"type": "phone", "value": "+14155550199"}], purpose="sms_marketing"))
+    await write(
+        client,
+        admin,
+        record("clear.text@example.com"),
+        record(identifiers=[{"type": "phone", "value": "+14155550199"}], purpose="sms_marketing"),
+    )
     dump = []
     for table in ("subjects", "subject_identifiers", "consent_records", "consent_state", "idempotency_keys"):
         dump += [repr(dict(row)) for row in await conn.fetch(f"SELECT * FROM {table}")]
@@ -280,7 +337,11 @@ async def test_no_identifier_is_stored_in_clear(client, admin, conn):
 
 @pytest.mark.parametrize(
     "statement",
-    ["UPDATE consent_records SET status = 'granted'", "DELETE FROM consent_records", "TRUNCATE consent_records"],
+    [
+        "UPDATE consent_records SET status = 'granted'",
+        "DELETE FROM consent_records",
+        "TRUNCATE consent_records",
+    ],
 )
 async def test_records_cannot_be_changed_or_removed_in_the_database(client, admin, conn, statement):
     import asyncpg
@@ -295,8 +356,10 @@ async def test_concurrent_batches_for_the_same_new_subject_make_one_subject(clie
     import asyncio
 
     emails = [f"race{i}@example.com" for i in range(20)]
-    calls = [write(client, admin, *[record(e, purpose=p) for e in emails])
-             for p in ("analytics", "personalization", "email_marketing", "sms_marketing")]
+    calls = [
+        write(client, admin, *[record(e, purpose=p) for e in emails])
+        for p in ("analytics", "personalization", "email_marketing", "sms_marketing")
+    ]
     responses = await asyncio.gather(*calls)
     assert [r.status_code for r in responses] == [201] * 4
     assert await conn.fetchval("SELECT count(*) FROM subjects") == 20
@@ -339,14 +402,18 @@ async def test_concurrent_batches_in_opposite_orders_all_succeed(client, admin, 
     ],
 )
 async def test_lookup_rejects_bad_bodies_and_says_404_for_unknown(client, admin, body, status):
-    response = await client.post("/v1/subjects/lookup", content=body, headers={**admin, "content-type": "application/json"})
+    response = await client.post(
+        "/v1/subjects/lookup", content=body, headers={**admin, "content-type": "application/json"}
+    )
     assert response.status_code == status
     assert response.headers["content-type"].startswith("application/problem+json")
 
 
 async def test_lookup_oversized_body_is_413(client, admin):
     huge = json.dumps({"identifiers": [{"type": "email", "value": "a" * (9 * 1024 * 1024)}]})
-    response = await client.post("/v1/subjects/lookup", content=huge, headers={**admin, "content-type": "application/json"})
+    response = await client.post(
+        "/v1/subjects/lookup", content=huge, headers={**admin, "content-type": "application/json"}
+    )
     assert response.status_code == 413
 
 
@@ -363,7 +430,9 @@ async def test_concurrent_calls_with_one_idempotency_key_store_once(client, admi
 
     headers = {**admin, "Idempotency-Key": "same"}
     body = batch(*[record(f"idem{i}@example.com") for i in range(50)])
-    responses = await asyncio.gather(*[client.post("/v1/consents", json=body, headers=headers) for _ in range(5)])
+    responses = await asyncio.gather(
+        *[client.post("/v1/consents", json=body, headers=headers) for _ in range(5)]
+    )
     assert [r.status_code for r in responses] == [201] * 5
     assert len({r.text for r in responses}) == 1
     assert sum(r.headers.get("idempotent-replayed") == "true" for r in responses) == 4
@@ -371,17 +440,26 @@ async def test_concurrent_calls_with_one_idempotency_key_store_once(client, admi
 
 
 async def test_identifier_default_region_reads_a_national_number(client, admin):
-    national = record(identifiers=[{"type": "phone", "value": "06 12 34 56 78", "default_region": "FR"}],
-                      purpose="sms_marketing", region="ZZ")
-    international = record(identifiers=[{"type": "phone", "value": "+33612345678"}], purpose="sms_marketing",
-                           region="ZZ", at="2026-11-21T10:00:00Z")
+    national = record(
+        identifiers=[{"type": "phone", "value": "06 12 34 56 78", "default_region": "FR"}],
+        purpose="sms_marketing",
+        region="ZZ",
+    )
+    international = record(
+        identifiers=[{"type": "phone", "value": "+33612345678"}],
+        purpose="sms_marketing",
+        region="ZZ",
+        at="2026-11-21T10:00:00Z",
+    )
     response = await write(client, admin, national, international)
     assert response.status_code == 201, response.text
     assert len({r["subject_id"] for r in response.json()["records"]}) == 1
 
 
 async def test_subject_view_gives_each_purpose_its_record_and_source(client, admin):
-    response = await write(client, admin, record(purpose="analytics", region="FR"), record(purpose="email_marketing"))
+    response = await write(
+        client, admin, record(purpose="analytics", region="FR"), record(purpose="email_marketing")
+    )
     ids = {r["id"] for r in response.json()["records"]}
     subject_id = response.json()["records"][0]["subject_id"]
     consents = (await client.get(f"/v1/subjects/{subject_id}", headers=admin)).json()["consents"]

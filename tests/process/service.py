@@ -39,7 +39,10 @@ class Service:
     def start(self, timeout: float = 60) -> Service:
         self.proc = subprocess.Popen(
             [CLI, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)],
-            env=self.env, stdout=self.log, stderr=self.log, start_new_session=True,
+            env=self.env,
+            stdout=self.log,
+            stderr=self.log,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -72,9 +75,13 @@ class Service:
 
     def call(self, method: str, path: str, body=None, key: str | None = None, timeout: float = 30):
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}", method=method,
+            f"http://127.0.0.1:{self.port}{path}",
+            method=method,
             data=None if body is None else json.dumps(body).encode(),
-            headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})},
+            headers={
+                "Content-Type": "application/json",
+                **({"Authorization": f"Bearer {key}"} if key else {}),
+            },
         )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:

@@ -17,8 +17,15 @@ pytestmark = pytest.mark.process
 
 @pytest.fixture
 def service(db_url, tmp_path):
-    svc = Service({"DATABASE_URL": db_url, "CONSENT_SVC_MASTER_KEY": MASTER_KEY,
-                   "CONSENT_SVC_LOOKUP_SECRET": LOOKUP_SECRET}, tmp_path, workers=2)
+    svc = Service(
+        {
+            "DATABASE_URL": db_url,
+            "CONSENT_SVC_MASTER_KEY": MASTER_KEY,
+            "CONSENT_SVC_LOOKUP_SECRET": LOOKUP_SECRET,
+        },
+        tmp_path,
+        workers=2,
+    )
     yield svc.start()
     svc.stop()
 
@@ -41,7 +48,10 @@ async def test_records_acknowledged_before_kill9_survive_restart(service, db_url
     acked: list[str] = []
     for round_ in range(3):
         stop = threading.Event()
-        threads = [threading.Thread(target=writer, args=(service, key, acked, stop, f"r{round_}w{t}")) for t in range(4)]
+        threads = [
+            threading.Thread(target=writer, args=(service, key, acked, stop, f"r{round_}w{t}"))
+            for t in range(4)
+        ]
         for t in threads:
             t.start()
         time.sleep(1.0)
@@ -56,7 +66,9 @@ async def test_records_acknowledged_before_kill9_survive_restart(service, db_url
         stored = await conn.fetchval(
             "SELECT count(*) FROM consent_records WHERE record_id = ANY($1::uuid[])", acked
         )
-        states = await conn.fetchval("SELECT count(*) FROM consent_state WHERE record_id = ANY($1::uuid[])", acked)
+        states = await conn.fetchval(
+            "SELECT count(*) FROM consent_state WHERE record_id = ANY($1::uuid[])", acked
+        )
     finally:
         await conn.close()
     assert stored == len(acked)
