@@ -39,17 +39,27 @@ async def test_email_is_normalized_so_variants_are_one_subject(client, admin):
     assert lookup.json() == {"subject_id": ids.pop()}
 
 
-async def test_phone_numbers_are_normalized_to_e164(client, admin):
-    international = record(
-        identifiers=[{"type": "phone", "value": "+1 (415) 555-0132"}], purpose="sms_marketing"
-    )
-    national = record(
-        identifiers=[{"type": "phone", "value": "415.555.0132"}],
-        purpose="sms_marketing",
-        region="US-NY",
-        at="2026-11-21T10:00:00Z",
-    )
-    response = await write(client, admin, international, national)
+@pytest.mark.parametrize(
+    ("national", "international", "region"),
+    [
+        ({"type": "phone", "value": "415.555.0132"}, "+1 (415) 555-0132", "US-NY"),  # the record's region
+        (
+            {"type": "phone", "value": "06 12 34 56 78", "default_region": "FR"},
+            "+33612345678",
+            "ZZ",
+        ),  # its own
+    ],
+)
+async def test_national_and_international_forms_of_a_phone_are_one_subject(
+    client, admin, national, international, region
+):
+    records = [
+        record(
+            identifiers=[{"type": "phone", "value": international}], purpose="sms_marketing", region=region
+        ),
+        record(identifiers=[national], purpose="sms_marketing", region=region, at="2026-11-21T10:00:00Z"),
+    ]
+    response = await write(client, admin, *records)
     assert response.status_code == 201, response.text
     assert len({r["subject_id"] for r in response.json()["records"]}) == 1
 
@@ -437,23 +447,6 @@ async def test_concurrent_calls_with_one_idempotency_key_store_once(client, admi
     assert len({r.text for r in responses}) == 1
     assert sum(r.headers.get("idempotent-replayed") == "true" for r in responses) == 4
     assert await conn.fetchval("SELECT count(*) FROM consent_records") == 50
-
-
-async def test_identifier_default_region_reads_a_national_number(client, admin):
-    national = record(
-        identifiers=[{"type": "phone", "value": "06 12 34 56 78", "default_region": "FR"}],
-        purpose="sms_marketing",
-        region="ZZ",
-    )
-    international = record(
-        identifiers=[{"type": "phone", "value": "+33612345678"}],
-        purpose="sms_marketing",
-        region="ZZ",
-        at="2026-11-21T10:00:00Z",
-    )
-    response = await write(client, admin, national, international)
-    assert response.status_code == 201, response.text
-    assert len({r["subject_id"] for r in response.json()["records"]}) == 1
 
 
 async def test_subject_view_gives_each_purpose_its_record_and_source(client, admin):
