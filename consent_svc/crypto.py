@@ -6,12 +6,15 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from consent_svc.settings import Settings, SettingsError
+
+log = logging.getLogger("consent_svc.crypto")
 
 NONCE_BYTES = 12
 KEY_BYTES = 32
@@ -55,11 +58,12 @@ class Keys:
 
 
 def load_keys(settings: Settings) -> Keys:
-    """Keys from settings, else from files in the data directory; created there only for a new embedded database.
+    """Keys from settings, else from files in the data directory, else generated there (0600).
 
-    With an external database the keys must be given: generating them next to a process whose data lives
-    elsewhere would make the data unreadable the day that directory is lost. Nor are they generated for an
-    embedded database that already exists: its data was written with keys that are now missing.
+    Never generated for an embedded database that already exists: its data was written with keys that are
+    now missing. For an external database, generated keys are announced, since they live only in this data
+    directory; if they are lost, the key checks in the database refuse the next start (db.verify_keys)
+    rather than let new keys write unreadable data beside the old.
     """
     secrets_dir = Path(settings.data_dir) / "secrets"
     values = {}
@@ -70,10 +74,6 @@ def load_keys(settings: Settings) -> Keys:
         if given is None and path.exists():
             given, source = path.read_text().strip(), str(path)
         if given is None:
-            if not settings.embedded:
-                raise SettingsError(
-                    f"missing setting CONSENT_SVC_{name.upper()}: required when DATABASE_URL is set"
-                )
             if (Path(settings.data_dir) / "pg" / "PG_VERSION").exists():
                 raise SettingsError(
                     f"{path} is missing but the embedded database under {settings.data_dir} exists: restore the "
@@ -81,6 +81,8 @@ def load_keys(settings: Settings) -> Keys:
                 )
             given = base64.b64encode(os.urandom(KEY_BYTES)).decode()
             _write_secret(path, given)
+            if not settings.embedded:
+                log.warning("generated %s into %s: back it up, or set CONSENT_SVC_%s", name, path, name.upper())
         values[name] = _decode_key(source, given)
     return Keys(**values)
 

@@ -34,9 +34,13 @@ def test_bad_setting_names_the_variable(env, message):
         Settings.from_env(env)
 
 
-def test_external_database_requires_given_keys(tmp_path):
-    with pytest.raises(SettingsError, match="CONSENT_SVC_MASTER_KEY"):
-        load_keys(Settings(database_url="postgresql://x/y", data_dir=str(tmp_path)))
+def test_external_database_without_keys_gets_generated_ones_with_a_warning(tmp_path, caplog):
+    keys = load_keys(Settings(database_url="postgresql://x/y", data_dir=str(tmp_path)))
+    assert keys == load_keys(Settings(database_url="postgresql://x/y", data_dir=str(tmp_path)))
+    assert "generated master_key" in caplog.text and "CONSENT_SVC_MASTER_KEY" in caplog.text
+
+
+def test_a_malformed_key_is_refused(tmp_path):
     with pytest.raises(SettingsError, match="base64 of 32 bytes"):
         load_keys(
             Settings(
