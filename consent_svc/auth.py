@@ -106,6 +106,8 @@ async def authenticate(pool: asyncpg.Pool, authorization: str | None) -> tuple[s
 
 async def scope_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     """Every /v1 handler declares opt={"scope": ...}; the key must carry it (or `admin`)."""
+    if connection.scope.get("method") == "OPTIONS" and "OPTIONS" in getattr(handler, "http_methods", ()):
+        return  # Litestar's own OPTIONS answer lists allowed methods, nothing more (and preflights carry no key)
     needed = handler.opt.get("scope")
     if needed not in SCOPES:
         raise ImproperlyConfiguredException(f"{handler} declares no known scope")

@@ -49,6 +49,13 @@ async def test_scope_matrix(client, keys, settings):
                 assert response.json()["type"] == "/problems/forbidden"
 
 
+async def test_options_answers_allowed_methods_without_a_key(client, settings):
+    for method, path, _ in v1_operations(settings):
+        response = await client.options(path)
+        assert response.status_code == 204, (path, response.text)
+        assert method in response.headers["allow"]
+
+
 async def test_revoked_key_is_refused_on_the_next_request(client, keys, conn):
     from consent_svc.auth import revoke_key
 
