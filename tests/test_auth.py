@@ -97,3 +97,11 @@ async def test_openapi_documents_problem_responses(client, settings):
             assert "application/problem+json" in responses[code]["content"], (method, path, code)
         if "400" in responses:
             assert "application/problem+json" in responses["400"]["content"], (method, path)
+
+
+async def test_openapi_request_body_is_the_full_record_type(client):
+    schema = (await client.get("/schema/openapi.json")).json()
+    body = schema["paths"]["/v1/consents"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/ConsentBatch"}
+    record = schema["components"]["schemas"]["ConsentRecordIn"]
+    assert {"subject", "purpose", "status", "collected_at", "region", "source"} <= set(record["required"])
