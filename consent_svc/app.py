@@ -18,7 +18,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 
 from consent_svc import crypto, db, errors, idempotency, telemetry
-from consent_svc.auth import scope_guard
+from consent_svc.auth import KeyRing, scope_guard
 from consent_svc.consents.ledger import RecordRules
 from consent_svc.consents.routes import ConsentController
 from consent_svc.health import HealthController
@@ -68,9 +68,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             async with app.state.pool.acquire() as conn:
                 await db.migrate(conn)
                 await db.verify_keys(conn, keys.checks())
+            app.state.keyring = KeyRing(app.state.pool, settings.database_url)
+            await app.state.keyring.start()
             housekeeping = asyncio.create_task(_housekeeping(app.state.pool, settings))
             yield
             housekeeping.cancel()
+            await app.state.keyring.stop()
         finally:
             await app.state.pool.close()
 

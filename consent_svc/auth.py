@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import logging
 import os
 from datetime import datetime
 
@@ -15,6 +17,8 @@ from litestar.handlers.base import BaseRouteHandler
 
 from consent_svc.crypto import constant_time_equal
 from consent_svc.errors import Forbidden, Unauthorized
+
+log = logging.getLogger("consent_svc.auth")
 
 SCOPES = (
     "consents:write",
@@ -34,6 +38,7 @@ INSERT_KEY = (
 )
 SELECT_KEY = "SELECT secret_hash, scopes, revoked_at FROM api_keys WHERE id = $1"
 SELECT_KEYS = "SELECT id, name, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at, id"
+REVOCATION_CHANNEL = "consent_svc_api_key_revoked"
 REVOKE_KEY = (
     "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING revoked_at"
 )
@@ -86,22 +91,88 @@ async def list_keys(conn: asyncpg.Connection) -> list[ApiKey]:
 
 
 async def revoke_key(conn: asyncpg.Connection, key_id: str) -> bool:
-    return await conn.fetchval(REVOKE_KEY, key_id) is not None
+    """Revoke, and tell every worker's KeyRing in the same transaction (delivered at commit)."""
+    async with conn.transaction():
+        revoked = await conn.fetchval(REVOKE_KEY, key_id) is not None
+        if revoked:
+            await conn.execute("SELECT pg_notify($1, $2)", REVOCATION_CHANNEL, key_id)
+    return revoked
 
 
-async def authenticate(pool: asyncpg.Pool, authorization: str | None) -> tuple[str, frozenset[str]]:
-    """The key id and scopes of a valid, unrevoked key; Unauthorized otherwise (never says which part failed)."""
-    scheme, _, token = (authorization or "").partition(" ")
-    parts = split_key(token.strip()) if scheme.lower() == "bearer" else None
-    if parts is None:
-        raise Unauthorized("Send an API key as `Authorization: Bearer <key>`")
-    key_id, secret = parts
-    row = await pool.fetchrow(SELECT_KEY, key_id)
-    # Compare even when the id is unknown, so timing does not tell known ids from unknown ones.
-    stored = row["secret_hash"] if row is not None else b"\0" * 32
-    if not constant_time_equal(stored, _secret_hash(secret)) or row is None or row["revoked_at"] is not None:
-        raise Unauthorized("The API key is unknown or revoked")
-    return key_id, frozenset(row["scopes"])
+class ValidKey(msgspec.Struct, frozen=True):
+    secret_hash: bytes
+    scopes: frozenset[str]
+
+
+class KeyRing:
+    """Valid keys held in memory, so a request costs no database round trip to authenticate.
+
+    Exactness: a revocation NOTIFYs every worker's listener at commit, which evicts the key. While no listener
+    is connected (start-up, a lost connection), every request reads the database instead, and the cache is
+    emptied when listening resumes, since notifications may have been missed in between.
+    """
+
+    RECONNECT_SECONDS = 1.0
+
+    def __init__(self, pool: asyncpg.Pool, database_url: str) -> None:
+        self.pool, self.database_url = pool, database_url
+        self.valid: dict[str, ValidKey] = {}
+        self.listener: asyncpg.Connection | None = None
+        self._task: asyncio.Task | None = None
+
+    @property
+    def listening(self) -> bool:
+        return self.listener is not None and not self.listener.is_closed()
+
+    async def start(self) -> None:
+        await self._listen()
+        self._task = asyncio.create_task(self._keep_listening())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self.listening:
+            await self.listener.close()
+
+    async def _listen(self) -> None:
+        try:
+            listener = await asyncpg.connect(self.database_url, timeout=5)
+            await listener.add_listener(REVOCATION_CHANNEL, self._revoked)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            log.warning("key revocation listener unavailable (%s): authenticating from the database", type(exc).__name__)
+            return
+        self.valid.clear()
+        self.listener = listener
+
+    async def _keep_listening(self) -> None:
+        while True:
+            await asyncio.sleep(self.RECONNECT_SECONDS)
+            if not self.listening:
+                self.valid.clear()
+                await self._listen()
+
+    def _revoked(self, connection: object, pid: int, channel: str, key_id: str) -> None:
+        self.valid.pop(key_id, None)
+
+    async def authenticate(self, authorization: str | None) -> tuple[str, frozenset[str]]:
+        """The key id and scopes of a valid, unrevoked key; Unauthorized otherwise (never says which part failed)."""
+        scheme, _, token = (authorization or "").partition(" ")
+        parts = split_key(token.strip()) if scheme.lower() == "bearer" else None
+        if parts is None:
+            raise Unauthorized("Send an API key as `Authorization: Bearer <key>`")
+        key_id, secret = parts
+        known = self.valid.get(key_id) if self.listening else None
+        if known is None:
+            row = await self.pool.fetchrow(SELECT_KEY, key_id)
+            if row is not None and row["revoked_at"] is None:
+                known = ValidKey(row["secret_hash"], frozenset(row["scopes"]))
+                if self.listening:
+                    self.valid[key_id] = known
+        # Compare even when the id is unknown, so timing does not tell known ids from unknown ones.
+        stored = known.secret_hash if known is not None else b"\0" * 32
+        if not constant_time_equal(stored, _secret_hash(secret)) or known is None:
+            raise Unauthorized("The API key is unknown or revoked")
+        return key_id, known.scopes
 
 
 async def scope_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
@@ -111,7 +182,7 @@ async def scope_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> 
     needed = handler.opt.get("scope")
     if needed not in SCOPES:
         raise ImproperlyConfiguredException(f"{handler} declares no known scope")
-    key_id, scopes = await authenticate(connection.app.state.pool, connection.headers.get("authorization"))
+    key_id, scopes = await connection.app.state.keyring.authenticate(connection.headers.get("authorization"))
     if needed not in scopes and ADMIN not in scopes:
         raise Forbidden(f"This operation needs the `{needed}` scope")
     connection.state.api_key_id = key_id

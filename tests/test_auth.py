@@ -105,3 +105,13 @@ async def test_openapi_request_body_is_the_full_record_type(client):
     assert body == {"$ref": "#/components/schemas/ConsentBatch"}
     record = schema["components"]["schemas"]["ConsentRecordIn"]
     assert {"subject", "purpose", "status", "collected_at", "region", "source"} <= set(record["required"])
+
+
+async def test_without_a_revocation_listener_keys_are_read_from_the_database(client, keys, conn):
+    headers = await keys.of("consents:read")
+    assert (await client.get("/v1/purposes", headers=headers)).status_code == 200
+    keyring = client.app.state.keyring
+    await keyring.listener.close()  # e.g. the database restarted: notifications may be missed
+    # Revoked behind the service's back (no NOTIFY): still refused, because nothing is served from memory now.
+    await conn.execute("UPDATE api_keys SET revoked_at = now()")
+    assert (await client.get("/v1/purposes", headers=headers)).status_code == 401
