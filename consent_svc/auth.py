@@ -139,7 +139,10 @@ class KeyRing:
             listener = await asyncpg.connect(self.database_url, timeout=5)
             await listener.add_listener(REVOCATION_CHANNEL, self._revoked)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            log.warning("key revocation listener unavailable (%s): authenticating from the database", type(exc).__name__)
+            log.warning(
+                "key revocation listener unavailable (%s): authenticating from the database",
+                type(exc).__name__,
+            )
             return
         self.valid.clear()
         self.listener = listener

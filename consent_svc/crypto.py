@@ -82,7 +82,9 @@ def load_keys(settings: Settings) -> Keys:
             given = base64.b64encode(os.urandom(KEY_BYTES)).decode()
             _write_secret(path, given)
             if not settings.embedded:
-                log.warning("generated %s into %s: back it up, or set CONSENT_SVC_%s", name, path, name.upper())
+                log.warning(
+                    "generated %s into %s: back it up, or set CONSENT_SVC_%s", name, path, name.upper()
+                )
         values[name] = _decode_key(source, given)
     return Keys(**values)
 

@@ -171,7 +171,10 @@ def _from_http(exc: HTTPException) -> ProblemDetailsException:
     if status >= 500:  # a fault of ours: logged here, and nothing of its insides in the answer
         log.error("server error %s: %s", status, type(exc).__name__)
         return ProblemDetailsException(
-            status_code=status, type_="/problems/internal", title="Internal error", detail="An unexpected error"
+            status_code=status,
+            type_="/problems/internal",
+            title="Internal error",
+            detail="An unexpected error",
         )
     slugs = {404: "not-found", 405: "method-not-allowed", 413: "too-large", 415: "unsupported-media-type"}
     slug = slugs.get(status, "http-" + str(status))

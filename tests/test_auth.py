@@ -110,8 +110,16 @@ async def test_openapi_request_body_is_the_full_record_type(client):
 async def test_without_a_revocation_listener_keys_are_read_from_the_database(client, keys, conn):
     headers = await keys.of("consents:read")
     assert (await client.get("/v1/purposes", headers=headers)).status_code == 200
+    import asyncio
+
     keyring = client.app.state.keyring
-    await keyring.listener.close()  # e.g. the database restarted: notifications may be missed
+    # The listener's connection dies (as in a database restart): notifications may be missed from now on.
+    await conn.execute("SELECT pg_terminate_backend($1)", keyring.listener.get_server_pid())
+    for _ in range(100):
+        if not keyring.listening:
+            break
+        await asyncio.sleep(0.02)
+    assert not keyring.listening
     # Revoked behind the service's back (no NOTIFY): still refused, because nothing is served from memory now.
     await conn.execute("UPDATE api_keys SET revoked_at = now()")
     assert (await client.get("/v1/purposes", headers=headers)).status_code == 401

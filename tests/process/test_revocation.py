@@ -11,8 +11,15 @@ pytestmark = pytest.mark.process
 
 
 def test_revocation_reaches_every_worker_at_once(db_url, tmp_path):
-    svc = Service({"DATABASE_URL": db_url, "CONSENT_SVC_MASTER_KEY": MASTER_KEY, "CONSENT_SVC_LOOKUP_SECRET": LOOKUP_SECRET},
-                  tmp_path, workers=2)
+    svc = Service(
+        {
+            "DATABASE_URL": db_url,
+            "CONSENT_SVC_MASTER_KEY": MASTER_KEY,
+            "CONSENT_SVC_LOOKUP_SECRET": LOOKUP_SECRET,
+        },
+        tmp_path,
+        workers=2,
+    )
     try:
         svc.start()
         import json
