@@ -8,26 +8,10 @@ import time
 import asyncpg
 import pytest
 
-from tests.conftest import LOOKUP_SECRET, MASTER_KEY
 from tests.consents.helpers import batch, record
 from tests.process.service import Service
 
 pytestmark = pytest.mark.process
-
-
-@pytest.fixture
-def service(db_url, tmp_path):
-    svc = Service(
-        {
-            "DATABASE_URL": db_url,
-            "CONSENT_SVC_MASTER_KEY": MASTER_KEY,
-            "CONSENT_SVC_LOOKUP_SECRET": LOOKUP_SECRET,
-        },
-        tmp_path,
-        workers=2,
-    )
-    yield svc.start()
-    svc.stop()
 
 
 def writer(svc: Service, key: str, acked: list[str], stop: threading.Event, tag: str) -> None:
