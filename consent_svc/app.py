@@ -102,6 +102,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     tracer_provider=tracer_provider,
                     meter_provider=meter_provider,
                     scope_span_details_extractor=telemetry.route_of,
+                    server_request_hook_handler=telemetry.redact_caller,
                 )
             ),
         ],

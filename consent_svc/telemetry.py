@@ -82,6 +82,17 @@ def route_of(scope) -> tuple[str, dict[str, str]]:
     return name, {"http.route": route}
 
 
+# Who called, from where: for the public endpoints to come, a person's IP address and browser.
+CALLER_ATTRIBUTES = ("client.address", "client.port", "user_agent.original", "net.peer.ip", "http.user_agent")
+
+
+def redact_caller(span, scope) -> None:  # noqa: ANN001 - OpenTelemetry's server request hook
+    """Spans keep the route, method and status, never the caller's address or user agent."""
+    if span.is_recording():
+        for name in CALLER_ATTRIBUTES:
+            span.set_attribute(name, "redacted")
+
+
 class RequestCounter:
     """ASGI middleware: one counter per route template, method and status code."""
 

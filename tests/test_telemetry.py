@@ -48,6 +48,9 @@ async def test_requests_and_queries_are_traced_and_measured_without_identifiers(
     for name in ("http.server.request.duration", "consent_svc.http.requests"):
         assert {"/v1/consents", "/v1/subjects/lookup", "/v1/subjects/{subject_id}"} <= routes[name], routes
     assert any(span.name == "GET /v1/subjects/{subject_id}" for span in spans)
+    server_spans = [span for span in spans if "http.route" in span.attributes]
+    assert server_spans and all(span.attributes.get("client.address") == "redacted" for span in server_spans)
+    assert all(span.attributes.get("user_agent.original") in (None, "redacted") for span in spans)
 
     text = _exported_text().lower() + caplog.text.lower()
     for secret in (EMAIL.lower(), "telemetry.probe", PHONE, "4155550177"):
