@@ -142,11 +142,7 @@ def _from_validation(exc: ValidationException) -> ProblemDetailsException:
             if message == "'data'":  # Litestar's word for an empty body where one is required
                 errors.append(FieldError(field="body", message="a JSON body is required"))
                 continue
-            errors.append(
-                FieldError(
-                    field="body" if key in (None, "data") else str(key), message=str(item.get("message"))
-                )
-            )
+            errors.append(FieldError(field="body" if key in (None, "data") else str(key), message=message))
     detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or str(exc.detail)
     return InvalidInput(detail, errors=errors)
 

@@ -7,7 +7,6 @@ from typing import Annotated
 from uuid import UUID
 
 import asyncpg
-import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
@@ -58,7 +57,7 @@ class ConsentController(Controller):
         claim = idempotency.claim_for(
             request.state.api_key_id,
             idempotency_key,
-            msgspec.json.encode(data),
+            data,
             rules.idempotency_key,
             rules.idempotency_ttl_hours,
         )
