@@ -1,41 +1,214 @@
-"""Load and validate `policies/` at start-up; a bad file stops start-up naming the file and the reason."""
+"""Load and validate `policies/`: a bad file stops start-up (and `consent-svc policies check`) naming the
+file, the line where one can be found, and the reason."""
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import re
 from pathlib import Path
 
 import msgspec
 
-from consent_svc.policies.types import Policies, PurposeCatalogue
+from consent_svc.policies.types import Policies, PurposeCatalogue, PurposeRule, Regime, RegionMap
 
 UNKNOWN_REGION = "ZZ"
+PURPOSES_FILE = "purposes.toml"
+REGIONS_FILE = "regions.toml"
+REGIMES_DIR = "regimes"
 
 
 class PolicyError(Exception):
-    pass
+    """One line per problem: `file:line: reason`."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
-def _decode(path: Path, type_):
+def _where(name: str, text: str, needle: str | None, occurrence: int = 1) -> str:
+    """`name:line` of the n-th line holding `needle` as a quoted string or a key, else just `name`."""
+    if needle is None:
+        return name
+    pattern = re.compile(rf'(^|[\s\[{{,.]){re.escape(needle)}\s*=|"{re.escape(needle)}"')
+    seen = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        if pattern.search(line.split("#", 1)[0]):
+            seen += 1
+            if seen == occurrence:
+                return f"{name}:{number}"
+    return name
+
+
+def _decode(name: str, text: str, type_):
     try:
-        return msgspec.toml.decode(path.read_bytes(), type=type_)
-    except FileNotFoundError:
-        raise PolicyError(f"{path}: missing") from None
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise PolicyError(f"{path}: {exc}") from None
+        return msgspec.toml.decode(text, type=type_)
+    except msgspec.ValidationError as exc:
+        # `... - at `$.rules[2].model``: point at the key msgspec names last.
+        key = re.findall(r"\.([a-z_]+)(?:\[\d+\])?`?$", str(exc))
+        raise PolicyError([f"{_where(name, text, key[0] if key else None)}: {exc}"]) from None
+    except msgspec.DecodeError as exc:  # TOML syntax: tomllib already says "(at line N, column M)"
+        raise PolicyError([f"{name}: {exc}"]) from None
+
+
+def read_files(directory: Path) -> dict[str, str]:
+    """Every policy file as text, keyed by its path relative to the policies directory."""
+    paths = [directory / PURPOSES_FILE, directory / REGIONS_FILE, *sorted((directory / REGIMES_DIR).glob("*.toml"))]
+    files = {}
+    for path in paths:
+        try:
+            files[path.relative_to(directory).as_posix()] = path.read_text(encoding="utf-8")
+        except (FileNotFoundError, UnicodeDecodeError) as exc:
+            raise PolicyError([f"{path}: {'missing' if isinstance(exc, FileNotFoundError) else 'not UTF-8'}"]) from None
+    return files
 
 
 def load_policies(directory: str | Path) -> Policies:
-    directory = Path(directory)
-    purposes = _decode(directory / "purposes.toml", PurposeCatalogue)
-    seen: set[str] = set()
-    for index, purpose in enumerate(purposes.purposes):
-        if purpose.id in seen:
-            raise PolicyError(
-                f"{directory / 'purposes.toml'}: purpose `{purpose.id}` declared twice (purposes[{index}])"
-            )
-        seen.add(purpose.id)
-    return Policies(purposes=purposes)
+    return build_policies(read_files(Path(directory)))
+
+
+def build_policies(files: dict[str, str]) -> Policies:
+    """Decode and cross-check a policy set; the same function re-applies a version kept in the database."""
+    purposes: PurposeCatalogue = _decode(PURPOSES_FILE, files[PURPOSES_FILE], PurposeCatalogue)
+    regions: RegionMap = _decode(REGIONS_FILE, files[REGIONS_FILE], RegionMap)
+    declared: dict[str, tuple[str, Regime]] = {}
+    problems: list[str] = []
+    for name, text in files.items():
+        if not name.startswith(REGIMES_DIR + "/"):
+            continue
+        regime: Regime = _decode(name, text, Regime)
+        if f"{REGIMES_DIR}/{regime.id}.toml" != name:
+            problems.append(f"{_where(name, text, 'id')}: regime id `{regime.id}` must match its file name")
+        declared[regime.id] = (name, regime)
+
+    purpose_ids = set()
+    for purpose in purposes.purposes:
+        if purpose.id in purpose_ids:
+            problems.append(f"{_where(PURPOSES_FILE, files[PURPOSES_FILE], purpose.id, 2)}: purpose `{purpose.id}` declared twice")
+        purpose_ids.add(purpose.id)
+
+    for regime_id, (name, regime) in declared.items():
+        problems += _check_regime(name, files[name], regime, purpose_ids, declared)
+    region_regime = _check_regions(files[REGIONS_FILE], regions, declared, problems)
+    if problems:
+        raise PolicyError(problems)
+
+    regimes = {regime_id: _merged(regime_id, declared) for regime_id in declared}
+    for regime_id, regime in regimes.items():
+        covered = {p for rule in regime.rules if rule.valid_from is None for p in rule.purposes}
+        for missing in sorted(purpose_ids - covered):
+            name, text = declared[regime_id][0], files[declared[regime_id][0]]
+            problems.append(f"{name}: no model for purpose `{missing}` (add it to a [[rules]] entry without valid_from)")
+    if problems:
+        raise PolicyError(problems)
+
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name].encode() + b"\0")
+    return Policies(
+        purposes=purposes,
+        regions=regions,
+        regimes=regimes,
+        version=f"{regions.version}+{digest.hexdigest()[:12]}",
+        files=dict(files),
+        region_regime=region_regime,
+    )
+
+
+def _check_regime(
+    name: str, text: str, regime: Regime, purpose_ids: set[str], declared: dict[str, tuple[str, Regime]]
+) -> list[str]:
+    problems = []
+
+    def unknown(ids: list[str]) -> None:
+        for purpose in ids:
+            if purpose not in purpose_ids:
+                problems.append(f"{_where(name, text, purpose)}: unknown purpose `{purpose}` (not in {PURPOSES_FILE})")
+
+    base: set[str] = set()
+    for rule in regime.rules:
+        unknown(rule.purposes)
+        if rule.valid_from is None:
+            for purpose in rule.purposes:
+                if purpose in base:
+                    problems.append(f"{_where(name, text, purpose, 2)}: purpose `{purpose}` has two models")
+                base.add(purpose)
+        if rule.valid_from and rule.valid_to and rule.valid_to <= rule.valid_from:
+            problems.append(f"{_where(name, text, 'valid_to')}: valid_to must be after valid_from")
+    if regime.gpc:
+        unknown(regime.gpc.purposes)
+    for minors in regime.minors:
+        unknown(minors.purposes)
+        for region in minors.below_by_region:
+            if canonical_region(region) != region:
+                problems.append(f"{_where(name, text, region)}: `{region}` is not an ISO 3166 code")
+    if regime.sensitive:
+        unknown(regime.sensitive.prohibited_for)
+    for region in regime.max_age_days_by_region:
+        if canonical_region(region) != region:
+            problems.append(f"{_where(name, text, region)}: `{region}` is not an ISO 3166 code")
+    seen = {regime.id}
+    parent = regime.extends
+    while parent is not None:
+        if parent not in declared:
+            problems.append(f"{_where(name, text, 'extends')}: extends unknown regime `{parent}`")
+            break
+        if parent in seen:
+            problems.append(f"{_where(name, text, 'extends')}: `extends` forms a cycle through `{parent}`")
+            break
+        seen.add(parent)
+        parent = declared[parent][1].extends
+    return problems
+
+
+def _check_regions(
+    text: str, regions: RegionMap, declared: dict[str, tuple[str, Regime]], problems: list[str]
+) -> dict[str, str]:
+    if regions.default not in declared:
+        problems.append(f"{_where(REGIONS_FILE, text, 'default')}: default regime `{regions.default}` has no file")
+    region_regime: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    for regime_id, codes in regions.regimes.items():
+        if regime_id not in declared:
+            problems.append(f"{_where(REGIONS_FILE, text, regime_id)}: regime `{regime_id}` has no file in {REGIMES_DIR}/")
+        for code in codes:
+            counts[code] = counts.get(code, 0) + 1
+            if canonical_region(code) != code or code == UNKNOWN_REGION:
+                problems.append(f"{_where(REGIONS_FILE, text, code)}: `{code}` is not an ISO 3166-1 or 3166-2 code")
+            elif code in region_regime:
+                problems.append(
+                    f"{_where(REGIONS_FILE, text, code, counts[code])}: region `{code}` is in two regimes "
+                    f"(`{region_regime[code]}` and `{regime_id}`)"
+                )
+            else:
+                region_regime[code] = regime_id
+    return region_regime
+
+
+def _merged(regime_id: str, declared: dict[str, tuple[str, Regime]]) -> Regime:
+    """A regime with what it leaves out taken from its `extends` chain: a purpose the child names in any rule
+    takes only the child's rules; minors rules add up (federal COPPA and a state's own); the rest replaces."""
+    regime = declared[regime_id][1]
+    if regime.extends is None:
+        return regime
+    parent = _merged(regime.extends, declared)
+    named = {p for rule in regime.rules for p in rule.purposes}
+    inherited = [
+        msgspec.structs.replace(rule, purposes=[p for p in rule.purposes if p not in named])
+        for rule in parent.rules
+        if any(p not in named for p in rule.purposes)
+    ]
+    return msgspec.structs.replace(
+        regime,
+        rules=inherited + list(regime.rules),
+        gpc=regime.gpc or parent.gpc,
+        minors=list(parent.minors) + list(regime.minors),
+        sensitive=regime.sensitive or parent.sensitive,
+        dsar=regime.dsar or parent.dsar,
+        consent_max_age_days=regime.consent_max_age_days or parent.consent_max_age_days,
+        max_age_days_by_region={**parent.max_age_days_by_region, **regime.max_age_days_by_region},
+        sources=list(parent.sources) + list(regime.sources),
+    )
 
 
 @functools.lru_cache(maxsize=4096)

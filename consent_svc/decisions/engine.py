@@ -1,0 +1,216 @@
+"""The consent decision: pure, no I/O. One branch per reason code, its legal source beside it.
+
+Inputs are the regime's rules (from `policies/`), the caller's context, and the subject's current consent
+per purpose (the latest record by `collected_at`, whatever order records arrived in). The same function
+answers live checks and replays; only where the state comes from differs.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Literal
+from uuid import UUID
+
+import msgspec
+
+from consent_svc.policies.types import Policies, PurposeRule, Regime
+
+SENSITIVE_PURPOSE = "sensitive_data"
+STRICTLY_NECESSARY = "strictly_necessary"
+
+Reason = Literal[
+    "consent_granted",
+    "consent_denied",
+    "consent_withdrawn",
+    "consent_expired",
+    "not_required",
+    "no_consent_opt_in_required",
+    "opt_out_default_allow",
+    "soft_opt_in_existing_customer",
+    "gpc_opt_out",
+    "minor_opt_in_required",
+    "parental_consent_required",
+    "minor_prohibited",
+    "sensitive_opt_in_required",
+    "sensitive_use_limited",
+    "sensitive_strictly_necessary_only",
+    "sensitive_prohibited",
+    "unknown_region_strict_default",
+    "purpose_prohibited",
+]
+REASONS: tuple[str, ...] = Reason.__args__  # type: ignore[attr-defined]
+
+
+class Context(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    gpc: bool = False
+    """The request carried Global Privacy Control (`Sec-GPC: 1`)."""
+    age: int | None = msgspec.field(default=None)
+    """The subject's age as the caller actually knows it; null = unknown."""
+    sensitive: bool = False
+    """The use involves sensitive (special-category) data."""
+    existing_customer: bool = False
+    """The subject bought from us: enables the e-mail/SMS soft opt-in where the regime has one."""
+
+
+class ConsentState(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    """The record a purpose's consent currently rests on."""
+
+    record_id: UUID
+    status: str
+    collected_at: datetime
+    expires_at: datetime | None
+    actor: str
+
+
+class Outcome(msgspec.Struct, frozen=True, gc=False):
+    allowed: bool
+    reason: str
+    regime: str
+    regime_version: str
+    record_id: UUID | None
+
+
+_STRICTNESS = {"opt_in": 1, "parent_consent": 2, "prohibited": 3}
+
+
+class Rulebook:
+    """Policies indexed for the hot path: per regime and purpose, its rules newest first."""
+
+    def __init__(self, policies: Policies):
+        self.policies = policies
+        self.version = policies.version
+        self._rules: dict[tuple[str, str], list[PurposeRule]] = {}
+        for regime in policies.regimes.values():
+            for rule in regime.rules:
+                for purpose in rule.purposes:
+                    self._rules.setdefault((regime.id, purpose), []).append(rule)
+        for rules in self._rules.values():
+            rules.sort(key=lambda r: r.valid_from or date.min, reverse=True)
+
+    def regime_at(self, region: str, day: date) -> tuple[Regime, bool]:
+        """The regime in force for a region on a day, and whether the region is mapped at all."""
+        regime, mapped = self.policies.regime_for(region)
+        while regime.in_force_from is not None and day < regime.in_force_from:
+            regime = self.policies.regimes[regime.extends or self.policies.regions.default]
+        return regime, mapped
+
+    def rule(self, regime: Regime, purpose: str, day: date) -> PurposeRule:
+        for rule in self._rules[(regime.id, purpose)]:
+            if (rule.valid_from is None or rule.valid_from <= day) and (rule.valid_to is None or day < rule.valid_to):
+                return rule
+        raise LookupError(f"{regime.id} has no rule for {purpose} on {day}")  # load_policies prevents this
+
+    def purposes_needed(self, purpose: str, context: Context) -> tuple[str, ...]:
+        """Which purposes' state a check reads: its own, and the sensitive-data choice if it is involved."""
+        return (purpose, SENSITIVE_PURPOSE) if context.sensitive and purpose != SENSITIVE_PURPOSE else (purpose,)
+
+    def decide(
+        self, region: str, purpose: str, context: Context, states: dict[str, ConsentState], at: datetime
+    ) -> Outcome:
+        day = at.date()
+        regime, mapped = self.regime_at(region, day)
+
+        def out(allowed: bool, reason: str, state: ConsentState | None = None) -> Outcome:
+            return Outcome(allowed, reason, regime.id, regime.version, state.record_id if state else None)
+
+        rule = self.rule(regime, purpose, day)
+        state = _live(states.get(purpose), at, _max_age(regime, region))
+        expired = state is None and purpose in states
+        if rule.model == "prohibited":
+            return out(False, "purpose_prohibited")
+        if rule.model == "not_required":  # strictly necessary: no consent basis needed anywhere
+            return out(True, "not_required")
+
+        model = rule.model
+        missing_reason = "no_consent_opt_in_required" if mapped else "unknown_region_strict_default"
+        minor = _minor_rule(regime, region, purpose, context.age, day)
+        if minor == "prohibited":  # e.g. MD 14-4607(a)(4)-(5), OR HB 2008, CT SB 1295, DSA 28(2)
+            return out(False, "minor_prohibited")
+        if minor is not None:  # e.g. CCPA 1798.120(c), GDPR Art 8, COPPA: the minor's use becomes opt-in
+            model, missing_reason = "opt_in", "minor_opt_in_required"
+
+        if context.sensitive or purpose == SENSITIVE_PURPOSE:
+            refused = _sensitive(regime, purpose, states, at, region)
+            if refused is not None:
+                return out(False, refused)
+
+        if state is not None and state.status == "denied":
+            return out(False, "consent_denied", state)
+        if state is not None and state.status == "withdrawn":  # GDPR 7(3): withdrawal stops use at once
+            return out(False, "consent_withdrawn", state)
+
+        gpc = regime.gpc
+        if context.gpc and gpc is not None and gpc.honour_from <= day and purpose in gpc.purposes:
+            # CCPA regs 7025(c)(3): the signal beats an earlier business-specific allow; elsewhere a
+            # consent the person gave prevails over the browser-wide signal.
+            if state is None or gpc.overrides_grant:
+                return out(False, "gpc_opt_out", state)
+
+        if state is not None:  # granted and live
+            if minor == "parent_consent" and state.actor != "parent":
+                return out(False, "parental_consent_required", state)
+            return out(True, "consent_granted", state)
+        if minor == "parent_consent":
+            return out(False, "parental_consent_required")
+        if model == "opt_out":
+            return out(True, "opt_out_default_allow")
+        if rule.soft_opt_in and context.existing_customer:  # ePD 13(2), PECR 22(3), POPIA 69(3)
+            return out(True, "soft_opt_in_existing_customer")
+        if expired and missing_reason == "no_consent_opt_in_required":
+            return out(False, "consent_expired", states.get(purpose))
+        return out(False, missing_reason)
+
+
+def _live(state: ConsentState | None, at: datetime, max_age: timedelta | None) -> ConsentState | None:
+    """A grant past its own expiry or the regime's refresh period counts as no record (regions.md C5)."""
+    if state is None or state.status != "granted":
+        return state
+    if state.expires_at is not None and state.expires_at <= at:
+        return None
+    if max_age is not None and state.collected_at + max_age <= at:
+        return None
+    return state
+
+
+def _max_age(regime: Regime, region: str) -> timedelta | None:
+    days = regime.max_age_days_by_region.get(region) or regime.max_age_days_by_region.get(region[:2])
+    days = days or regime.consent_max_age_days
+    return timedelta(days=days) if days else None
+
+
+def _minor_rule(regime: Regime, region: str, purpose: str, age: int | None, day: date) -> str | None:
+    """The strictest minors rule binding this age, or None. Only an age the caller knows triggers one."""
+    if age is None:
+        return None
+    strictest = None
+    for rule in regime.minors:
+        if purpose not in rule.purposes:
+            continue
+        if (rule.valid_from and day < rule.valid_from) or (rule.valid_to and day >= rule.valid_to):
+            continue
+        below = rule.below_by_region.get(region) or rule.below_by_region.get(region[:2]) or rule.below
+        if age < below and (strictest is None or _STRICTNESS[rule.rule] > _STRICTNESS[strictest]):
+            strictest = rule.rule
+    return strictest
+
+
+def _sensitive(
+    regime: Regime, purpose: str, states: dict[str, ConsentState], at: datetime, region: str
+) -> str | None:
+    """The reason sensitive data may not be used for this purpose, or None."""
+    rule = regime.sensitive
+    if rule is None:
+        return None
+    if purpose in rule.prohibited_for:  # DSA 26(3): no ads profiled on special-category data
+        return "sensitive_prohibited"
+    if rule.model == "strictly_necessary_only":  # MD 14-4607(a)(1): only where strictly necessary
+        return None if purpose == STRICTLY_NECESSARY else "sensitive_strictly_necessary_only"
+    if purpose == SENSITIVE_PURPOSE:
+        return None  # the purpose's own record decides below
+    choice = _live(states.get(SENSITIVE_PURPOSE), at, _max_age(regime, region))
+    if rule.model == "opt_in":  # GDPR 9(2)(a), VA 59.1-578 and most states: explicit prior consent
+        return None if choice is not None and choice.status == "granted" else "sensitive_opt_in_required"
+    # limit_right (CCPA 1798.121) and opt_out (UT 13-61-302, IA 715D.4): allowed until the person objects
+    if choice is not None and choice.status in ("denied", "withdrawn"):
+        return "sensitive_use_limited"
+    return None
