@@ -21,7 +21,11 @@ from consent_svc import crypto, db, errors, idempotency, telemetry
 from consent_svc.auth import KeyRing, scope_guard
 from consent_svc.consents.ledger import RecordRules
 from consent_svc.consents.routes import ConsentController
+from consent_svc.decisions.decider import Decider
+from consent_svc.decisions.engine import Rulebook
+from consent_svc.decisions.routes import DecisionController
 from consent_svc.health import HealthController
+from consent_svc.policies import store as policy_store
 from consent_svc.policies.load import load_policies
 from consent_svc.policies.routes import PolicyController
 from consent_svc.settings import Settings
@@ -30,15 +34,18 @@ log = logging.getLogger("consent_svc")
 
 
 HOUSEKEEPING_SECONDS = 600
+PARTITION_MONTHS_AHEAD = 2
 
 
 async def _housekeeping(pool: asyncpg.Pool, settings: Settings) -> None:
-    """Drop idempotency keys past retention (an expired key is already free to reuse; this frees the space)."""
+    """Drop idempotency keys past retention (an expired key is already free to reuse; this frees the space),
+    and keep the next months' decision partitions made ahead of time."""
     while True:
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
         try:
             async with pool.acquire() as conn:
                 await idempotency.delete_expired(conn, settings.idempotency_ttl_hours)
+                await conn.execute("SELECT ensure_decision_partitions($1)", PARTITION_MONTHS_AHEAD)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("housekeeping skipped: %s", type(exc).__name__)
 
@@ -57,6 +64,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     policies = load_policies(settings.policies_dir)
     keys = crypto.load_keys(settings)
     rules = RecordRules.of(policies, keys, settings)
+    rulebook = Rulebook(policies)
     tracer_provider, meter_provider = telemetry.configure()
 
     _tune_gc()
@@ -68,11 +76,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
             async with app.state.pool.acquire() as conn:
                 await db.migrate(conn)
                 await db.verify_keys(conn, keys.checks())
+                await policy_store.activate(conn, policies)
+                await conn.execute("SELECT ensure_decision_partitions($1)", PARTITION_MONTHS_AHEAD)
             app.state.keyring = KeyRing(app.state.pool, settings.database_url)
             await app.state.keyring.start()
+            app.state.decider = Decider(app.state.pool, rulebook, rules.lookup_hash)
             housekeeping = asyncio.create_task(_housekeeping(app.state.pool, settings))
             yield
             housekeeping.cancel()
+            await app.state.decider.close()
             await app.state.keyring.stop()
         finally:
             await app.state.pool.close()
@@ -80,9 +92,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
     def provide_pool(state: State) -> asyncpg.Pool:
         return state.pool
 
+    def provide_decider(state: State) -> Decider:
+        return state.decider
+
     v1 = Router(
         "/v1",
-        route_handlers=[ConsentController, PolicyController],
+        route_handlers=[ConsentController, DecisionController, PolicyController],
         guards=[scope_guard],
         security=[{"BearerAuth": []}],
     )
@@ -91,6 +106,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[database],
         dependencies={
             "pool": Provide(provide_pool, sync_to_thread=False),
+            "decider": Provide(provide_decider, sync_to_thread=False),
             "keys": Provide(lambda: keys, sync_to_thread=False, use_cache=True),
             "rules": Provide(lambda: rules, sync_to_thread=False, use_cache=True),
             "policies": Provide(lambda: policies, sync_to_thread=False, use_cache=True),

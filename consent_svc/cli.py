@@ -1,4 +1,4 @@
-"""consent-svc: serve | migrate | keys | import."""
+"""consent-svc: serve | migrate | keys | import | policies check."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     try:
         load_policies(settings.policies_dir)
     except PolicyError as exc:
-        fail(f"policies: {exc}")
+        fail("policies are invalid:\n" + "\n".join(exc.problems))
     asyncio.run(_migrate(runtime))
     # Workers build their app from the environment: hand them the database the parent settled on.
     os.environ["DATABASE_URL"] = settings.database_url or ""
@@ -157,6 +157,34 @@ def keys_revoke(key_id: str) -> None:
     if not asyncio.run(_with_conn(runtime, lambda conn: auth.revoke_key(conn, key_id))):
         fail(f"no active key with id {key_id}")
     click.echo(msgspec.json.encode({"id": key_id, "revoked": True}).decode())
+
+
+@main.group()
+def policies() -> None:
+    """Regional policy files."""
+
+
+@policies.command("check")
+@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+def policies_check(directory: Path | None) -> None:
+    """Validate the policy files (default: the configured policies directory) without starting anything."""
+    from consent_svc.policies.load import PolicyError, load_policies
+
+    if directory is None:
+        try:
+            directory = Path(Settings.from_env().policies_dir)
+        except SettingsError as exc:
+            fail(str(exc))
+    try:
+        loaded = load_policies(directory)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        fail(f"{len(exc.problems)} problem(s) in {directory}")
+    click.echo(
+        f"ok: version {loaded.version}, {len(loaded.purposes.purposes)} purposes, {len(loaded.regimes)} regimes, "
+        f"{len(loaded.region_regime)} regions mapped"
+    )
 
 
 @main.command("import")

@@ -20,10 +20,19 @@ def uuid4s(count: int) -> list[UUID]:
     return _stamp(bytearray(os.urandom(16 * count)), 4)
 
 
-def uuid7s(count: int) -> list[UUID]:
+def uuid7s(count: int, unix_ms: int | None = None) -> list[UUID]:
     """Time-ordered ids (RFC 9562 v7, one millisecond stamp per call): rows land at the right edge of an index."""
     buffer = bytearray(os.urandom(16 * count))
-    stamp = (time.time_ns() // 1_000_000).to_bytes(6, "big")
+    stamp = (time.time_ns() // 1_000_000 if unix_ms is None else unix_ms).to_bytes(6, "big")
     for offset in range(6):
         buffer[offset::16] = bytes((stamp[offset],)) * count
     return _stamp(buffer, 7)
+
+
+def uuid7_ms(value: UUID) -> int:
+    """The Unix time in milliseconds a v7 id was made at."""
+    return int.from_bytes(value.bytes[:6], "big")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000

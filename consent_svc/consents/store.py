@@ -59,17 +59,17 @@ RECORD_COLUMNS = (
     "proof_enc",
     "fingerprint",
 )
-STATE_COLUMNS = ("subject_id", "purpose", "record_id", "status", "collected_at", "expires_at")
+STATE_COLUMNS = ("subject_id", "purpose", "record_id", "status", "collected_at", "expires_at", "actor")
 # A record changes the current state only if it was collected later than the one there (ties: received
 # later): an older record arriving late goes into the history and nowhere else.
 UPSERT_STATE = """
-INSERT INTO consent_state AS cur (subject_id, purpose, record_id, status, collected_at, expires_at)
-SELECT s, p, r, st, c, e
-FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::timestamptz[], $6::timestamptz[])
-     AS t (s, p, r, st, c, e)
+INSERT INTO consent_state AS cur (subject_id, purpose, record_id, status, collected_at, expires_at, actor)
+SELECT s, p, r, st, c, e, a
+FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::text[])
+     AS t (s, p, r, st, c, e, a)
 ON CONFLICT (subject_id, purpose) DO UPDATE
 SET record_id = EXCLUDED.record_id, status = EXCLUDED.status, collected_at = EXCLUDED.collected_at,
-    received_at = EXCLUDED.received_at, expires_at = EXCLUDED.expires_at
+    received_at = EXCLUDED.received_at, expires_at = EXCLUDED.expires_at, actor = EXCLUDED.actor
 WHERE (EXCLUDED.collected_at, EXCLUDED.received_at) > (cur.collected_at, cur.received_at)
 """
 SELECT_SUBJECT = "SELECT subject_id, wrapped_key, created_at FROM subjects WHERE subject_id = $1"
@@ -271,10 +271,9 @@ async def _advance_state(
     new_rows, upserts = [], []
     for (group, purpose), (i, record_id) in latest.items():
         r = records[i]
-        if group in created:  # no state can exist yet for a subject this transaction created
-            new_rows.append((subjects[group], purpose, record_id, r.status, r.collected_at, r.expires_at))
-        else:
-            upserts.append((subjects[group], purpose, record_id, r.status, r.collected_at, r.expires_at))
+        row = (subjects[group], purpose, record_id, r.status, r.collected_at, r.expires_at, r.source.actor)
+        # No state can exist yet for a subject this transaction created.
+        (new_rows if group in created else upserts).append(row)
     if new_rows:
         await conn.copy_records_to_table("consent_state", columns=STATE_COLUMNS, records=new_rows)
     if upserts:

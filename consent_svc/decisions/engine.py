@@ -8,7 +8,7 @@ answers live checks and replays; only where the state comes from differs.
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from typing import Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
 import msgspec
@@ -39,12 +39,38 @@ Reason = Literal[
     "purpose_prohibited",
 ]
 REASONS: tuple[str, ...] = Reason.__args__  # type: ignore[attr-defined]
+# For people reading a decision months later (GET /v1/decisions/{id}, the console).
+REASON_TEXT = {
+    "consent_granted": "the subject consented to this purpose",
+    "consent_denied": "the subject refused this purpose",
+    "consent_withdrawn": "the subject withdrew consent to this purpose",
+    "consent_expired": "the subject's consent has expired and the purpose needs consent",
+    "not_required": "the purpose needs no consent (strictly necessary)",
+    "no_consent_opt_in_required": "there is no consent and the regime requires opt-in",
+    "opt_out_default_allow": "the regime allows this purpose until the subject opts out, and they have not",
+    "soft_opt_in_existing_customer": "the subject is an existing customer and the regime allows a soft opt-in",
+    "gpc_opt_out": "the request carried Global Privacy Control, which the regime treats as an opt-out",
+    "minor_opt_in_required": "the subject is a known minor and the regime requires opt-in for minors",
+    "parental_consent_required": "the subject is a known child and only a parent's consent counts",
+    "minor_prohibited": "the regime prohibits this purpose for minors, consent or not",
+    "sensitive_opt_in_required": "the use involves sensitive data, which needs explicit consent",
+    "sensitive_use_limited": "the subject limited (or opted out of) the use of their sensitive data",
+    "sensitive_strictly_necessary_only": "sensitive data may be used only where strictly necessary",
+    "sensitive_prohibited": "the regime prohibits this purpose on sensitive data",
+    "unknown_region_strict_default": "the region is unknown, so the strictest default (opt-in) applies",
+    "purpose_prohibited": "the regime prohibits this purpose",
+}
+
+
+def explain(allowed: bool, reason: str, regime: str, purpose: str, region: str) -> str:
+    verdict = "allowed" if allowed else "denied"
+    return f"{purpose} in {region} {verdict} because {REASON_TEXT[reason]} (regime {regime})"
 
 
 class Context(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     gpc: bool = False
     """The request carried Global Privacy Control (`Sec-GPC: 1`)."""
-    age: int | None = msgspec.field(default=None)
+    age: Annotated[int, msgspec.Meta(ge=0, le=150)] | None = None
     """The subject's age as the caller actually knows it; null = unknown."""
     sensitive: bool = False
     """The use involves sensitive (special-category) data."""
@@ -96,13 +122,17 @@ class Rulebook:
 
     def rule(self, regime: Regime, purpose: str, day: date) -> PurposeRule:
         for rule in self._rules[(regime.id, purpose)]:
-            if (rule.valid_from is None or rule.valid_from <= day) and (rule.valid_to is None or day < rule.valid_to):
+            if (rule.valid_from is None or rule.valid_from <= day) and (
+                rule.valid_to is None or day < rule.valid_to
+            ):
                 return rule
         raise LookupError(f"{regime.id} has no rule for {purpose} on {day}")  # load_policies prevents this
 
     def purposes_needed(self, purpose: str, context: Context) -> tuple[str, ...]:
         """Which purposes' state a check reads: its own, and the sensitive-data choice if it is involved."""
-        return (purpose, SENSITIVE_PURPOSE) if context.sensitive and purpose != SENSITIVE_PURPOSE else (purpose,)
+        return (
+            (purpose, SENSITIVE_PURPOSE) if context.sensitive and purpose != SENSITIVE_PURPOSE else (purpose,)
+        )
 
     def decide(
         self, region: str, purpose: str, context: Context, states: dict[str, ConsentState], at: datetime

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import msgspec
 
-from consent_svc.policies.types import Policies, PurposeCatalogue, PurposeRule, Regime, RegionMap
+from consent_svc.policies.types import Policies, PurposeCatalogue, Regime, RegionMap
 
 UNKNOWN_REGION = "ZZ"
 PURPOSES_FILE = "purposes.toml"
@@ -53,13 +53,19 @@ def _decode(name: str, text: str, type_):
 
 def read_files(directory: Path) -> dict[str, str]:
     """Every policy file as text, keyed by its path relative to the policies directory."""
-    paths = [directory / PURPOSES_FILE, directory / REGIONS_FILE, *sorted((directory / REGIMES_DIR).glob("*.toml"))]
+    paths = [
+        directory / PURPOSES_FILE,
+        directory / REGIONS_FILE,
+        *sorted((directory / REGIMES_DIR).glob("*.toml")),
+    ]
     files = {}
     for path in paths:
         try:
             files[path.relative_to(directory).as_posix()] = path.read_text(encoding="utf-8")
         except (FileNotFoundError, UnicodeDecodeError) as exc:
-            raise PolicyError([f"{path}: {'missing' if isinstance(exc, FileNotFoundError) else 'not UTF-8'}"]) from None
+            raise PolicyError(
+                [f"{path}: {'missing' if isinstance(exc, FileNotFoundError) else 'not UTF-8'}"]
+            ) from None
     return files
 
 
@@ -84,10 +90,12 @@ def build_policies(files: dict[str, str]) -> Policies:
     purpose_ids = set()
     for purpose in purposes.purposes:
         if purpose.id in purpose_ids:
-            problems.append(f"{_where(PURPOSES_FILE, files[PURPOSES_FILE], purpose.id, 2)}: purpose `{purpose.id}` declared twice")
+            problems.append(
+                f"{_where(PURPOSES_FILE, files[PURPOSES_FILE], purpose.id, 2)}: purpose `{purpose.id}` declared twice"
+            )
         purpose_ids.add(purpose.id)
 
-    for regime_id, (name, regime) in declared.items():
+    for name, regime in declared.values():
         problems += _check_regime(name, files[name], regime, purpose_ids, declared)
     region_regime = _check_regions(files[REGIONS_FILE], regions, declared, problems)
     if problems:
@@ -98,7 +106,9 @@ def build_policies(files: dict[str, str]) -> Policies:
         covered = {p for rule in regime.rules if rule.valid_from is None for p in rule.purposes}
         for missing in sorted(purpose_ids - covered):
             name, text = declared[regime_id][0], files[declared[regime_id][0]]
-            problems.append(f"{name}: no model for purpose `{missing}` (add it to a [[rules]] entry without valid_from)")
+            problems.append(
+                f"{name}: no model for purpose `{missing}` (add it to a [[rules]] entry without valid_from)"
+            )
     if problems:
         raise PolicyError(problems)
 
@@ -123,7 +133,9 @@ def _check_regime(
     def unknown(ids: list[str]) -> None:
         for purpose in ids:
             if purpose not in purpose_ids:
-                problems.append(f"{_where(name, text, purpose)}: unknown purpose `{purpose}` (not in {PURPOSES_FILE})")
+                problems.append(
+                    f"{_where(name, text, purpose)}: unknown purpose `{purpose}` (not in {PURPOSES_FILE})"
+                )
 
     base: set[str] = set()
     for rule in regime.rules:
@@ -165,16 +177,22 @@ def _check_regions(
     text: str, regions: RegionMap, declared: dict[str, tuple[str, Regime]], problems: list[str]
 ) -> dict[str, str]:
     if regions.default not in declared:
-        problems.append(f"{_where(REGIONS_FILE, text, 'default')}: default regime `{regions.default}` has no file")
+        problems.append(
+            f"{_where(REGIONS_FILE, text, 'default')}: default regime `{regions.default}` has no file"
+        )
     region_regime: dict[str, str] = {}
     counts: dict[str, int] = {}
     for regime_id, codes in regions.regimes.items():
         if regime_id not in declared:
-            problems.append(f"{_where(REGIONS_FILE, text, regime_id)}: regime `{regime_id}` has no file in {REGIMES_DIR}/")
+            problems.append(
+                f"{_where(REGIONS_FILE, text, regime_id)}: regime `{regime_id}` has no file in {REGIMES_DIR}/"
+            )
         for code in codes:
             counts[code] = counts.get(code, 0) + 1
             if canonical_region(code) != code or code == UNKNOWN_REGION:
-                problems.append(f"{_where(REGIONS_FILE, text, code)}: `{code}` is not an ISO 3166-1 or 3166-2 code")
+                problems.append(
+                    f"{_where(REGIONS_FILE, text, code)}: `{code}` is not an ISO 3166-1 or 3166-2 code"
+                )
             elif code in region_regime:
                 problems.append(
                     f"{_where(REGIONS_FILE, text, code, counts[code])}: region `{code}` is in two regimes "

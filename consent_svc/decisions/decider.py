@@ -1,0 +1,230 @@
+"""Answering checks: validate, read state, decide, record durably, answer — many checks per round trip.
+
+Checks that arrive while a round trip is under way wait for the next one (group commit): one read of the
+current state for all of them and one INSERT of all their decisions, committed once, before any is
+answered. A check joins only a round trip whose read has not started, so a withdrawal answered before the
+check began is always seen, on every worker: the state is read from PostgreSQL, never cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from consent_svc import crypto, ids
+from consent_svc.consents.ledger import hash_identifiers
+from consent_svc.decisions import store
+from consent_svc.decisions.engine import Rulebook
+from consent_svc.decisions.store import CheckRow, DecisionRow
+from consent_svc.decisions.types import (
+    CheckRequest,
+    Decision,
+    PolicyRef,
+    ReplayedDecision,
+    ReplayRequest,
+)
+from consent_svc.errors import FieldError, InvalidInput, NotFound, Unavailable
+from consent_svc.policies import store as policy_store
+from consent_svc.policies.load import UNKNOWN_REGION, build_policies, canonical_region
+
+log = logging.getLogger("consent_svc.decisions")
+
+# Two round trips in flight per worker: one reading or writing while the next one's checks gather.
+MAX_IN_FLIGHT = 2
+DATABASE_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def unrecorded() -> Unavailable:
+    return Unavailable("The decision could not be recorded, so it is not given; retry shortly.")
+
+
+class Decider:
+    """One per worker process, on `app.state.decider`."""
+
+    def __init__(self, pool: asyncpg.Pool, rulebook: Rulebook, lookup_hash: crypto.LookupHasher):
+        self.pool = pool
+        self.rulebook = rulebook
+        self.purposes = rulebook.policies.purpose_ids
+        self.lookup_hash = lookup_hash
+        self._pending: list[tuple[CheckRow, asyncio.Future]] = []
+        self._in_flight = 0
+        self._scheduled = False
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- validation -------------------------------------------------------------------------------------
+
+    def prepare(self, request: CheckRequest | ReplayRequest, api_key_id: str, where: str = "") -> CheckRow:
+        """InvalidInput (422) naming each bad field; an unknown subject is not an error."""
+        errors: list[FieldError] = []
+        if request.purpose not in self.purposes:
+            errors.append(
+                FieldError(f"{where}purpose", f"unknown purpose `{request.purpose}` (see GET /v1/purposes)")
+            )
+        region = canonical_region(request.region) if request.region is not None else UNKNOWN_REGION
+        if region is None:
+            errors.append(
+                FieldError(f"{where}region", "not an ISO 3166-1 alpha-2 or ISO 3166-2 code (ZZ: unknown)")
+            )
+        hashes: list[bytes] = []
+        if request.subject.identifiers is not None:
+            hashed, bad = hash_identifiers(
+                request.subject.identifiers,
+                self.lookup_hash,
+                f"{where}subject.identifiers",
+                default_region=region[:2] if region and region != UNKNOWN_REGION else None,
+            )
+            errors += bad
+            hashes = [h for (_, _, h) in hashed]
+        if errors:
+            raise InvalidInput(f"{errors[0].field}: {errors[0].message}", errors=errors)
+        return CheckRow(hashes, request.subject.id, request.purpose, region, request.context, api_key_id)
+
+    # -- live checks --------------------------------------------------------------------------------------
+
+    async def check(self, row: CheckRow) -> Decision:
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((row, future))
+        self._schedule()
+        return await future
+
+    def _schedule(self) -> None:
+        # call_soon: checks whose requests were parsed in the same turn of the loop share the round trip.
+        if not self._scheduled and self._in_flight < MAX_IN_FLIGHT:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._start)
+
+    def _start(self) -> None:
+        self._scheduled = False
+        if not self._pending or self._in_flight >= MAX_IN_FLIGHT:
+            return
+        batch, self._pending = self._pending, []
+        self._in_flight += 1
+        task = asyncio.get_running_loop().create_task(self._round_trip(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _round_trip(self, batch: list[tuple[CheckRow, asyncio.Future]]) -> None:
+        try:
+            decisions = await self.decide_and_record([row for row, _ in batch])
+        except DATABASE_ERRORS as exc:
+            log.warning("decisions not recorded: %s", type(exc).__name__)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(unrecorded())
+        except BaseException as exc:  # answered 500 by the caller's handler, logged there
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for (_, future), decision in zip(batch, decisions, strict=True):
+                if not future.done():  # the caller may have gone away; its decision is recorded anyway
+                    future.set_result(decision)
+        finally:
+            self._in_flight -= 1
+            if self._pending:
+                self._schedule()
+
+    async def decide_and_record(self, rows: list[CheckRow]) -> list[Decision]:
+        """Decide every check on one connection and record them all in one committed statement."""
+        rulebook = self.rulebook
+        needed = [rulebook.purposes_needed(r.purpose, r.context) for r in rows]
+        async with self.pool.acquire() as conn:
+            unix_ms = ids.now_ms()
+            at = store.ms_time(unix_ms)
+            states = await store.current_states(conn, rows, needed)
+            decision_ids = ids.uuid7s(len(rows), unix_ms)
+            records, answers = [], []
+            for i, row in enumerate(rows):
+                subject_id, held = states[i]
+                outcome = rulebook.decide(row.region, row.purpose, row.context, held, at)
+                lookup = row.hashes[0] if subject_id is None and row.hashes else None
+                records.append(
+                    DecisionRow(
+                        decision_ids[i],
+                        subject_id,
+                        lookup,
+                        outcome.allowed,
+                        outcome.reason,
+                        outcome.regime,
+                        outcome.regime_version,
+                        outcome.record_id,
+                    )
+                )
+                answers.append(
+                    Decision(
+                        decision_id=decision_ids[i],
+                        allowed=outcome.allowed,
+                        reason=outcome.reason,
+                        purpose=row.purpose,
+                        region=row.region,
+                        policy=PolicyRef(outcome.regime, rulebook.version, outcome.regime_version),
+                        consent_record_id=outcome.record_id,
+                        evaluated_at=at,
+                    )
+                )
+            await store.insert_decisions(conn, at, rulebook.version, rows, records)
+        return answers
+
+    # -- replays ------------------------------------------------------------------------------------------
+
+    async def replay(self, request: ReplayRequest, api_key_id: str) -> ReplayedDecision:
+        row = self.prepare(request, api_key_id)
+        async with self.pool.acquire() as conn:
+            rulebook = await self._rulebook_for(conn, request.policy_version, request.at)
+            subject_id = row.subject_id
+            if subject_id is None and row.hashes:
+                subject_id = await store.subject_of(conn, row.hashes)
+            needed = rulebook.purposes_needed(row.purpose, row.context)
+            held = (
+                await store.states_at(conn, subject_id, needed, request.at, request.as_known)
+                if subject_id
+                else {}
+            )
+        if row.purpose not in rulebook.policies.purpose_ids:
+            raise InvalidInput(f"purpose: `{row.purpose}` is not in policy version {rulebook.version}")
+        outcome = rulebook.decide(row.region, row.purpose, row.context, held, request.at)
+        return ReplayedDecision(
+            allowed=outcome.allowed,
+            reason=outcome.reason,
+            purpose=row.purpose,
+            region=row.region,
+            policy=PolicyRef(outcome.regime, rulebook.version, outcome.regime_version),
+            consent_record_id=outcome.record_id,
+            at=request.at,
+            as_known=request.as_known,
+        )
+
+    async def _rulebook_for(self, conn: asyncpg.Connection, version: str | None, at: datetime) -> Rulebook:
+        if version is None:
+            version = await policy_store.version_at(conn, at) or self.rulebook.version
+        if version == self.rulebook.version:
+            return self.rulebook
+        files = await policy_store.files_of(conn, version)
+        if files is None:
+            raise NotFound(
+                f"No policy version `{version}` was ever loaded (GET /v1/policies/versions lists them)."
+            )
+        return _stored_rulebook(version, tuple(sorted(files.items())))
+
+    async def recorded(self, decision_id: UUID):
+        async with self.pool.acquire() as conn:
+            found = await store.fetch_decision(conn, decision_id, store.ms_time(ids.uuid7_ms(decision_id)))
+        if found is None:
+            raise NotFound("No decision with this id.")
+        return found
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _stored_rulebook(version: str, files: tuple[tuple[str, str], ...]) -> Rulebook:
+    return Rulebook(build_policies(dict(files)))

@@ -1,0 +1,114 @@
+"""Wire types of the consent check."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+
+from consent_svc.consents.types import AwareDatetime, Identifiers, RegionCode
+from consent_svc.decisions.engine import Context, Reason
+
+MAX_BATCH_ITEMS = 10_000
+PurposeName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class SubjectRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    """Exactly one of `identifiers` (as in consent records) or `id` (a subject id the ledger gave)."""
+
+    identifiers: Identifiers | None = None
+    id: UUID | None = None
+
+    def __post_init__(self) -> None:
+        if (self.identifiers is None) == (self.id is None):
+            raise ValueError("give exactly one of `identifiers` or `id`")
+
+
+class CheckRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    subject: SubjectRef
+    purpose: PurposeName
+    region: RegionCode | None = None
+    """ISO 3166-1 alpha-2 or ISO 3166-2; `ZZ` or absent: unknown, and the strictest default applies."""
+    context: Context = Context()
+
+
+class BatchCheckRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    items: Annotated[list[CheckRequest], msgspec.Meta(min_length=1, max_length=MAX_BATCH_ITEMS)]
+
+
+class ReplayRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    subject: SubjectRef
+    purpose: PurposeName
+    at: AwareDatetime
+    """The moment to answer for."""
+    region: RegionCode | None = None
+    context: Context = Context()
+    policy_version: Annotated[str, msgspec.Meta(max_length=80)] | None = None
+    """A stored policy version; default: the one in force at `at`."""
+    as_known: bool = False
+    """Only the records the service had received by `at` (what it would have answered then); by default
+    every record collected by `at`, including those that arrived later (the legal state at that time)."""
+
+
+class PolicyRef(msgspec.Struct, frozen=True, gc=False):
+    regime: str
+    version: str
+    """The policy set's version (`GET /v1/policies/{version}` shows it in full)."""
+    regime_version: str
+
+
+class Decision(msgspec.Struct, frozen=True, gc=False):
+    decision_id: UUID
+    allowed: bool
+    reason: Reason
+    purpose: str
+    region: str
+    policy: PolicyRef
+    consent_record_id: UUID | None
+    evaluated_at: datetime
+
+
+class BatchDecisions(msgspec.Struct, frozen=True, gc=False):
+    results: list[Decision]
+
+
+class ReplayedDecision(msgspec.Struct, frozen=True):
+    allowed: bool
+    reason: Reason
+    purpose: str
+    region: str
+    policy: PolicyRef
+    consent_record_id: UUID | None
+    at: datetime
+    as_known: bool
+    replay: bool = True
+    """Always true: a replay is not a live decision and is not recorded as one."""
+
+
+class RecordBasis(msgspec.Struct, frozen=True):
+    """The consent record a decision rested on."""
+
+    id: UUID
+    status: str
+    collected_at: datetime
+    received_at: datetime
+    region: str
+    source: dict[str, Any]
+
+
+class RecordedDecision(msgspec.Struct, frozen=True):
+    decision_id: UUID
+    decided_at: datetime
+    subject_id: UUID | None
+    """Null when the ledger knew no subject for the identifiers asked about."""
+    purpose: str
+    region: str
+    context: Context
+    allowed: bool
+    reason: Reason
+    explanation: str
+    policy: PolicyRef
+    consent_record: RecordBasis | None
+    api_key_id: str

@@ -1,0 +1,275 @@
+"""The consent check through its HTTP API: what a decision engine and a legal team see."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.consents.helpers import batch, record
+
+
+def iso(delta_seconds: float = 0) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=delta_seconds)).isoformat().replace("+00:00", "Z")
+
+
+def check(email="ann@example.com", purpose="personalization", region="DE", **context):
+    body = {
+        "subject": {"identifiers": [{"type": "email", "value": email}]},
+        "purpose": purpose,
+        "region": region,
+    }
+    if context:
+        body["context"] = context
+    return body
+
+
+async def write(client, headers, *records):
+    response = await client.post("/v1/consents", json=batch(*records), headers=headers)
+    assert response.status_code == 201, response.text
+    return response.json()["records"]
+
+
+async def decide(client, headers, body):
+    response = await client.post("/v1/decisions", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def test_unknown_subject_under_gdpr_is_denied_opt_in_required(client, admin):
+    answer = await decide(client, admin, check())
+    assert answer["allowed"] is False
+    assert answer["reason"] == "no_consent_opt_in_required"
+    assert answer["policy"]["regime"] == "eu_gdpr"
+    assert answer["policy"]["version"]
+    assert answer["consent_record_id"] is None
+    assert set(answer) == {
+        "decision_id",
+        "allowed",
+        "reason",
+        "purpose",
+        "region",
+        "policy",
+        "consent_record_id",
+        "evaluated_at",
+    }
+
+
+async def test_grant_allows_and_names_the_record(client, admin):
+    (receipt,) = await write(client, admin, record(purpose="personalization", region="DE", at=iso(-60)))
+    answer = await decide(client, admin, check())
+    assert (answer["allowed"], answer["reason"]) == (True, "consent_granted")
+    assert answer["consent_record_id"] == receipt["id"]
+
+
+async def test_withdrawal_stops_the_next_check(client, admin):
+    await write(client, admin, record(purpose="personalization", region="DE", at=iso(-60)))
+    assert (await decide(client, admin, check()))["allowed"] is True
+    await write(client, admin, record(purpose="personalization", status="withdrawn", region="DE", at=iso(-1)))
+    answer = await decide(client, admin, check())
+    assert (answer["allowed"], answer["reason"]) == (False, "consent_withdrawn")
+
+
+async def test_an_older_record_arriving_late_does_not_override_a_newer_one(client, admin):
+    await write(
+        client, admin, record(purpose="personalization", status="withdrawn", region="DE", at=iso(-10))
+    )
+    await write(
+        client, admin, record(purpose="personalization", status="granted", region="DE", at=iso(-3600))
+    )
+    answer = await decide(client, admin, check())
+    assert (answer["allowed"], answer["reason"]) == (False, "consent_withdrawn")
+
+
+@pytest.mark.parametrize(
+    ("context", "allowed", "reason"),
+    [
+        ({}, True, "opt_out_default_allow"),
+        ({"gpc": True}, False, "gpc_opt_out"),
+        ({"age": 14}, False, "minor_opt_in_required"),
+        ({"age": 12}, False, "parental_consent_required"),
+        ({"age": 16}, True, "opt_out_default_allow"),
+    ],
+)
+async def test_ccpa_sale(client, admin, context, allowed, reason):
+    answer = await decide(client, admin, check(purpose="sale", region="US-CA", **context))
+    assert (answer["allowed"], answer["reason"], answer["policy"]["regime"]) == (allowed, reason, "us_ca")
+
+
+async def test_gpc_overrides_an_earlier_ccpa_sale_grant(client, admin):
+    await write(client, admin, record(purpose="sale", region="US-CA", at=iso(-60)))
+    answer = await decide(client, admin, check(purpose="sale", region="US-CA", gpc=True))
+    assert (answer["allowed"], answer["reason"]) == (False, "gpc_opt_out")
+
+
+@pytest.mark.parametrize("region", ["ZZ", None, "AQ"])
+async def test_unknown_or_unmapped_region_gets_the_strict_default(client, admin, region):
+    body = check(region=region)
+    if region is None:
+        del body["region"]
+    answer = await decide(client, admin, body)
+    assert (answer["allowed"], answer["reason"]) == (False, "unknown_region_strict_default")
+    assert answer["policy"]["regime"] == "strict_default"
+
+
+async def test_check_by_subject_id(client, admin):
+    (receipt,) = await write(client, admin, record(purpose="personalization", region="DE", at=iso(-60)))
+    answer = await decide(
+        client,
+        admin,
+        {"subject": {"id": receipt["subject_id"]}, "purpose": "personalization", "region": "DE"},
+    )
+    assert (answer["allowed"], answer["consent_record_id"]) == (True, receipt["id"])
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (check(purpose="no_such_purpose"), "purpose"),
+        (check(region="XX-999"), "region"),
+        (check(email="not an email"), "subject.identifiers[0].value"),
+        ({"subject": {}, "purpose": "personalization", "region": "DE"}, "subject"),
+        (
+            {
+                "subject": {
+                    "id": "0190a0b0-0000-7000-8000-000000000000",
+                    "identifiers": [{"type": "email", "value": "a@b.co"}],
+                },
+                "purpose": "personalization",
+            },
+            "subject",
+        ),
+        (check(age=-1), "context.age"),
+        ({**check(), "extra": 1}, None),
+    ],
+)
+async def test_malformed_check_is_a_422_problem_naming_the_field(client, admin, body, field):
+    response = await client.post("/v1/decisions", json=body, headers=admin)
+    assert response.status_code in (400, 422), response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    if field is not None:
+        assert response.status_code == 422
+        assert any(e["field"].startswith(field) for e in response.json()["errors"]), response.json()
+
+
+async def test_malformed_json_is_a_400_problem(client, admin):
+    response = await client.post(
+        "/v1/decisions", content=b'{"subject": ', headers={**admin, "content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_check_needs_the_decisions_scope(client, keys):
+    response = await client.post("/v1/decisions", json=check(), headers=await keys.of("consents:write"))
+    assert response.status_code == 403
+    response = await client.post("/v1/decisions", json=check())
+    assert response.status_code == 401
+
+
+async def test_recorded_decision_explains_itself_without_identifiers(client, admin, keys, conn):
+    (receipt,) = await write(client, admin, record(purpose="personalization", region="DE", at=iso(-60)))
+    engine = await keys.of("decisions:check")
+    answer = await decide(client, engine, check(gpc=True, existing_customer=True))
+    response = await client.get(f"/v1/decisions/{answer['decision_id']}", headers=admin)
+    assert response.status_code == 200, response.text
+    shown = response.json()
+    assert shown["decision_id"] == answer["decision_id"]
+    assert shown["subject_id"] == receipt["subject_id"]
+    assert shown["context"] == {"gpc": True, "age": None, "sensitive": False, "existing_customer": True}
+    assert (shown["allowed"], shown["reason"]) == (True, "consent_granted")
+    assert shown["policy"] == answer["policy"]
+    assert shown["consent_record"]["id"] == receipt["id"]
+    assert shown["consent_record"]["source"]["system"] == "shop-web"
+    assert "consented" in shown["explanation"]
+    key_id = engine["Authorization"].split("_")[1]
+    assert shown["api_key_id"] == key_id
+    assert "ann@" not in response.text
+    # and the stored row holds no identifier either
+    row = await conn.fetchrow("SELECT * FROM decisions WHERE decision_id = $1::uuid", answer["decision_id"])
+    assert "ann" not in repr(dict(row))
+
+
+async def test_unknown_decision_is_404(client, admin):
+    response = await client.get("/v1/decisions/0190a0b0-0000-7000-8000-000000000000", headers=admin)
+    assert response.status_code == 404
+
+
+async def test_concurrent_checks_are_each_recorded_once(client, admin, conn):
+    answers = await asyncio.gather(
+        *(decide(client, admin, check(email=f"c{i}@example.com")) for i in range(50))
+    )
+    assert len({a["decision_id"] for a in answers}) == 50
+    assert await conn.fetchval("SELECT count(*) FROM decisions") == 50
+
+
+async def test_batch_answers_in_order_and_records_every_item(client, admin, conn):
+    await write(
+        client,
+        admin,
+        record(email="g@example.com", purpose="sale", status="denied", region="US-CA", at=iso(-5)),
+    )
+    items = [
+        check(email=f"b{i}@example.com", purpose="sale", region="US-CA", gpc=i % 2 == 0) for i in range(100)
+    ]
+    items.append(check(email="g@example.com", purpose="sale", region="US-CA"))
+    response = await client.post("/v1/decisions/batch", json={"items": items}, headers=admin)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["allowed"] for r in results[:100]] == [i % 2 == 1 for i in range(100)]
+    assert results[100]["reason"] == "consent_denied"
+    assert await conn.fetchval("SELECT count(*) FROM decisions") == 101
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"items": []}, 422),
+        ({"items": [check()] * 10_001}, 422),
+        ({"items": [check(), check(purpose="nope")]}, 422),
+    ],
+)
+async def test_bad_batch_is_refused_whole(client, admin, conn, body, status):
+    response = await client.post("/v1/decisions/batch", json=body, headers=admin)
+    assert response.status_code == status, response.text
+    assert await conn.fetchval("SELECT count(*) FROM decisions") == 0
+
+
+async def test_replay_sees_the_grant_before_the_withdrawal(client, admin):
+    await write(client, admin, record(purpose="personalization", region="DE", at=iso(-120)))
+    await write(
+        client, admin, record(purpose="personalization", status="withdrawn", region="DE", at=iso(-60))
+    )
+    body = {**check(), "at": iso(-90)}
+    response = await client.post("/v1/decisions/replay", json=body, headers=admin)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert (answer["allowed"], answer["reason"], answer["replay"]) == (True, "consent_granted", True)
+    now = (await client.post("/v1/decisions/replay", json={**check(), "at": iso()}, headers=admin)).json()
+    assert (now["allowed"], now["reason"]) == (False, "consent_withdrawn")
+
+
+async def test_replay_as_known_ignores_records_that_arrived_later(client, admin):
+    # A grant collected two minutes ago but only received now: legally in force a minute ago, yet unknown then.
+    await write(client, admin, record(purpose="personalization", region="DE", at=iso(-120)))
+    body = {**check(), "at": iso(-60)}
+    legal = (await client.post("/v1/decisions/replay", json=body, headers=admin)).json()
+    known = (await client.post("/v1/decisions/replay", json={**body, "as_known": True}, headers=admin)).json()
+    assert (legal["allowed"], known["allowed"]) == (True, False)
+    assert known["reason"] == "no_consent_opt_in_required"
+
+
+async def test_replay_with_an_unknown_policy_version_is_404(client, admin):
+    body = {**check(), "at": iso(), "policy_version": "1999-01-01+000000000000"}
+    response = await client.post("/v1/decisions/replay", json=body, headers=admin)
+    assert response.status_code == 404
+
+
+async def test_policy_version_is_stored_in_full_and_listed(client, admin):
+    answer = await decide(client, admin, check())
+    version = answer["policy"]["version"]
+    listed = (await client.get("/v1/policies/versions", headers=admin)).json()
+    assert [v["version"] for v in listed] == [version]
+    shown = (await client.get(f"/v1/policies/versions/{version}", headers=admin)).json()
+    assert "regions.toml" in shown["files"] and "regimes/eu_gdpr.toml" in shown["files"]
