@@ -12,26 +12,46 @@ import msgspec
 from consent_svc.decisions.engine import ConsentState, Context, explain
 from consent_svc.decisions.types import PolicyRef, RecordBasis, RecordedDecision
 
-# One row per (check, identifier or subject id, purpose needed); the check's index comes back with it.
-SELECT_STATES = """
-SELECT t.i, coalesce(l.subject_id, t.s) AS subject_id, t.p AS purpose,
-       cs.record_id, cs.status, cs.collected_at, cs.expires_at, cs.actor
-FROM unnest($1::int4[], $2::bytea[], $3::uuid[], $4::text[]) AS t (i, h, s, p)
-LEFT JOIN identifier_lookup l ON l.lookup_hash = t.h
-LEFT JOIN consent_state cs ON cs.subject_id = coalesce(l.subject_id, t.s) AND cs.purpose = t.p
+# One row per (identifier or subject id, purpose needed), found again by its number n. Keys travel as one
+# bytea of fixed-width slices and purposes as one byte each (an index into $3): asyncpg encodes a 10,000
+# element array at ~1 us per element, which made this read 25 ms; as blobs it takes 4 ms (this machine).
+SELECT_STATES_BY_HASH = """
+SELECT t.n, l.subject_id, cs.record_id, cs.status, cs.collected_at, cs.expires_at, cs.actor
+FROM generate_series(1, length($2::bytea)) AS t (n)
+JOIN identifier_lookup l ON l.lookup_hash = substring($1::bytea FROM t.n * 32 - 31 FOR 32)
+LEFT JOIN consent_state cs
+  ON cs.subject_id = l.subject_id AND cs.purpose = ($3::text[])[get_byte($2::bytea, t.n - 1) + 1]
 """
-# The time and the policy version are the same for every row of a round trip: scalars, not arrays.
-INSERT_DECISIONS = """
-INSERT INTO decisions (
-    decision_id, decided_at, subject_id, lookup_hash, purpose, region, gpc, age, sensitive, existing_customer,
-    allowed, reason, regime, regime_version, record_id, policy_version, api_key_id
+SELECT_STATES_BY_ID = """
+SELECT t.n, k.s, cs.record_id, cs.status, cs.collected_at, cs.expires_at, cs.actor
+FROM generate_series(1, length($2::bytea)) AS t (n)
+CROSS JOIN LATERAL (
+    SELECT encode(substring($1::bytea FROM t.n * 16 - 15 FOR 16), 'hex')::uuid,
+           ($3::text[])[get_byte($2::bytea, t.n - 1) + 1]
+) AS k (s, p)
+LEFT JOIN consent_state cs ON cs.subject_id = k.s AND cs.purpose = k.p
+"""
+# Binary COPY: for 10,000 decisions 77 ms against 220 ms for INSERT ... SELECT FROM unnest (bench, this
+# machine), and no slower for ten.
+DECISION_COLUMNS = (
+    "decision_id",
+    "decided_at",
+    "subject_id",
+    "lookup_hash",
+    "purpose",
+    "region",
+    "gpc",
+    "age",
+    "sensitive",
+    "existing_customer",
+    "allowed",
+    "reason",
+    "regime",
+    "regime_version",
+    "record_id",
+    "policy_version",
+    "api_key_id",
 )
-SELECT d, $2, s, h, p, r, g, a, se, ec, al, re, rg, rv, rec, $16, k
-FROM unnest(
-    $1::uuid[], $3::uuid[], $4::bytea[], $5::text[], $6::text[], $7::bool[], $8::int2[], $9::bool[],
-    $10::bool[], $11::bool[], $12::text[], $13::text[], $14::text[], $15::uuid[], $17::text[]
-) AS t (d, s, h, p, r, g, a, se, ec, al, re, rg, rv, rec, k)
-"""
 SELECT_SUBJECT_BY_HASHES = """
 SELECT subject_id FROM identifier_lookup WHERE lookup_hash = ANY($1::bytea[]) LIMIT 1
 """
@@ -87,30 +107,33 @@ async def current_states(
     """Each check's subject (None: unknown to the ledger) and its current consent for the purposes needed.
 
     With several identifiers, the first that names a subject decides which subject it is."""
-    index, hashes, subject_ids, purposes = [], [], [], []
+    purpose_list = sorted({p for purposes in needed for p in purposes})
+    purpose_number = {p: n for n, p in enumerate(purpose_list)}
+    by_hash: tuple[list, list, bytearray] = ([], [], bytearray())  # check index, key, purpose number
+    by_id: tuple[list, list, bytearray] = ([], [], bytearray())
     for i, check in enumerate(checks):
         for purpose in needed[i]:
             if check.subject_id is not None:
                 (
-                    index.append(i),
-                    hashes.append(None),
-                    subject_ids.append(check.subject_id),
-                    purposes.append(purpose),
+                    by_id[0].append(i),
+                    by_id[1].append(check.subject_id.bytes),
+                    by_id[2].append(purpose_number[purpose]),
                 )
             for h in check.hashes:
-                index.append(i), hashes.append(h), subject_ids.append(None), purposes.append(purpose)
+                by_hash[0].append(i), by_hash[1].append(h), by_hash[2].append(purpose_number[purpose])
     out: list[tuple[UUID | None, dict[str, ConsentState]]] = [(None, {}) for _ in checks]
-    for row in await conn.fetch(SELECT_STATES, index, hashes, subject_ids, purposes):
-        i, subject_id = row[0], row[1]
-        if subject_id is None:
+    for query, (index, keys, numbers) in ((SELECT_STATES_BY_ID, by_id), (SELECT_STATES_BY_HASH, by_hash)):
+        if not index:
             continue
-        held, states = out[i]
-        if held is None:
-            out[i] = (subject_id, states)
-        elif held != subject_id:
-            continue
-        if row[3] is not None:
-            states[row[2]] = ConsentState(row[3], row[4], row[5], row[6], row[7])
+        for n, subject_id, *state in await conn.fetch(query, b"".join(keys), bytes(numbers), purpose_list):
+            i = index[n - 1]
+            held, states = out[i]
+            if held is None:
+                out[i] = (subject_id, states)
+            elif held != subject_id:
+                continue
+            if state[0] is not None:
+                states[purpose_list[numbers[n - 1]]] = ConsentState(*state)
     return out
 
 
@@ -121,26 +144,29 @@ async def insert_decisions(
     checks: Sequence[CheckRow],
     rows: Sequence[DecisionRow],
 ) -> None:
-    await conn.execute(
-        INSERT_DECISIONS,
-        [r.decision_id for r in rows],
-        decided_at,
-        [r.subject_id for r in rows],
-        [r.lookup_hash for r in rows],
-        [c.purpose for c in checks],
-        [c.region for c in checks],
-        [c.context.gpc for c in checks],
-        [c.context.age for c in checks],
-        [c.context.sensitive for c in checks],
-        [c.context.existing_customer for c in checks],
-        [r.allowed for r in rows],
-        [r.reason for r in rows],
-        [r.regime for r in rows],
-        [r.regime_version for r in rows],
-        [r.record_id for r in rows],
-        policy_version,
-        [c.api_key_id for c in checks],
-    )
+    records = [
+        (
+            r.decision_id,
+            decided_at,
+            r.subject_id,
+            r.lookup_hash,
+            c.purpose,
+            c.region,
+            c.context.gpc,
+            c.context.age,
+            c.context.sensitive,
+            c.context.existing_customer,
+            r.allowed,
+            r.reason,
+            r.regime,
+            r.regime_version,
+            r.record_id,
+            policy_version,
+            c.api_key_id,
+        )
+        for c, r in zip(checks, rows, strict=True)
+    ]
+    await conn.copy_records_to_table("decisions", columns=DECISION_COLUMNS, records=records)
 
 
 async def subject_of(conn: asyncpg.Connection, hashes: list[bytes]) -> UUID | None:
