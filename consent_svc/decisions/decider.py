@@ -17,10 +17,10 @@ from uuid import UUID
 import asyncpg
 
 from consent_svc import crypto, ids
-from consent_svc.consents.ledger import hash_identifiers
+from consent_svc.consents.identity import IdentifierError, normalize
 from consent_svc.decisions import store
 from consent_svc.decisions.engine import Rulebook
-from consent_svc.decisions.store import CheckRow, DecisionRow
+from consent_svc.decisions.store import CheckRow
 from consent_svc.decisions.types import (
     CheckRequest,
     Decision,
@@ -51,6 +51,9 @@ class Decider:
         self.rulebook = rulebook
         self.purposes = rulebook.policies.purpose_ids
         self.lookup_hash = lookup_hash
+        self.policy_refs = {
+            r.id: PolicyRef(r.id, rulebook.version, r.version) for r in rulebook.policies.regimes.values()
+        }
         self._pending: list[tuple[CheckRow, asyncio.Future]] = []
         self._in_flight = 0
         self._scheduled = False
@@ -58,29 +61,34 @@ class Decider:
 
     # -- validation -------------------------------------------------------------------------------------
 
-    def prepare(self, request: CheckRequest | ReplayRequest, api_key_id: str, where: str = "") -> CheckRow:
-        """InvalidInput (422) naming each bad field; an unknown subject is not an error."""
+    def prepare(
+        self, request: CheckRequest | ReplayRequest, api_key_id: str, item: int | None = None
+    ) -> CheckRow:
+        """InvalidInput (422) naming each bad field (under `items[i].` for a batch item); an unknown subject is
+        not an error."""
+        region = canonical_region(request.region) if request.region is not None else UNKNOWN_REGION
+        hashes: list[bytes] = []
         errors: list[FieldError] = []
+        if request.subject.identifiers is not None:
+            default_region = region[:2] if region and region != UNKNOWN_REGION else None
+            for j, identifier in enumerate(request.subject.identifiers):
+                try:
+                    value = normalize(
+                        identifier.type, identifier.value, identifier.default_region or default_region
+                    )
+                except IdentifierError as exc:
+                    errors.append(FieldError(f"subject.identifiers[{j}].value", str(exc)))
+                    continue
+                hashes.append(self.lookup_hash(identifier.type, value))
         if request.purpose not in self.purposes:
             errors.append(
-                FieldError(f"{where}purpose", f"unknown purpose `{request.purpose}` (see GET /v1/purposes)")
+                FieldError("purpose", f"unknown purpose `{request.purpose}` (see GET /v1/purposes)")
             )
-        region = canonical_region(request.region) if request.region is not None else UNKNOWN_REGION
         if region is None:
-            errors.append(
-                FieldError(f"{where}region", "not an ISO 3166-1 alpha-2 or ISO 3166-2 code (ZZ: unknown)")
-            )
-        hashes: list[bytes] = []
-        if request.subject.identifiers is not None:
-            hashed, bad = hash_identifiers(
-                request.subject.identifiers,
-                self.lookup_hash,
-                f"{where}subject.identifiers",
-                default_region=region[:2] if region and region != UNKNOWN_REGION else None,
-            )
-            errors += bad
-            hashes = [h for (_, _, h) in hashed]
+            errors.append(FieldError("region", "not an ISO 3166-1 alpha-2 or ISO 3166-2 code (ZZ: unknown)"))
         if errors:
+            where = "" if item is None else f"items[{item}]."
+            errors = [FieldError(where + e.field, e.message) for e in errors]
             raise InvalidInput(f"{errors[0].field}: {errors[0].message}", errors=errors)
         return CheckRow(hashes, request.subject.id, request.purpose, region, request.context, api_key_id)
 
@@ -133,43 +141,29 @@ class Decider:
 
     async def decide_and_record(self, rows: list[CheckRow]) -> list[Decision]:
         """Decide every check on one connection and record them all in one committed statement."""
-        rulebook = self.rulebook
+        rulebook, refs = self.rulebook, self.policy_refs
         needed = [rulebook.purposes_needed(r.purpose, r.context) for r in rows]
         async with self.pool.acquire() as conn:
             unix_ms = ids.now_ms()
             at = store.ms_time(unix_ms)
             states = await store.current_states(conn, rows, needed)
             decision_ids = ids.uuid7s(len(rows), unix_ms)
-            records, answers = [], []
+            answers = []
             for i, row in enumerate(rows):
-                subject_id, held = states[i]
-                outcome = rulebook.decide(row.region, row.purpose, row.context, held, at)
-                lookup = row.hashes[0] if subject_id is None and row.hashes else None
-                records.append(
-                    DecisionRow(
-                        decision_ids[i],
-                        subject_id,
-                        lookup,
-                        outcome.allowed,
-                        outcome.reason,
-                        outcome.regime,
-                        outcome.regime_version,
-                        outcome.record_id,
-                    )
-                )
+                outcome = rulebook.decide(row.region, row.purpose, row.context, states[i][1], at)
                 answers.append(
                     Decision(
-                        decision_id=decision_ids[i],
-                        allowed=outcome.allowed,
-                        reason=outcome.reason,
-                        purpose=row.purpose,
-                        region=row.region,
-                        policy=PolicyRef(outcome.regime, rulebook.version, outcome.regime_version),
-                        consent_record_id=outcome.record_id,
-                        evaluated_at=at,
+                        decision_ids[i],
+                        outcome.allowed,
+                        outcome.reason,
+                        row.purpose,
+                        row.region,
+                        refs[outcome.regime],
+                        outcome.record_id,
+                        at,
                     )
                 )
-            await store.insert_decisions(conn, at, rulebook.version, rows, records)
+            await store.insert_decisions(conn, at, rulebook.version, rows, [s[0] for s in states], answers)
         return answers
 
     # -- replays ------------------------------------------------------------------------------------------

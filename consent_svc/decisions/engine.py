@@ -8,7 +8,7 @@ answers live checks and replays; only where the state comes from differs.
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 from uuid import UUID
 
 import msgspec
@@ -99,6 +99,14 @@ class Outcome(msgspec.Struct, frozen=True, gc=False):
 _STRICTNESS = {"opt_in": 1, "parent_consent": 2, "prohibited": 3}
 
 
+class _Plan(NamedTuple):
+    regime: Regime
+    mapped: bool
+    rule: PurposeRule
+    max_age: timedelta | None
+    minor: str | None
+
+
 class Rulebook:
     """Policies indexed for the hot path: per regime and purpose, its rules newest first."""
 
@@ -112,6 +120,7 @@ class Rulebook:
                     self._rules.setdefault((regime.id, purpose), []).append(rule)
         for rules in self._rules.values():
             rules.sort(key=lambda r: r.valid_from or date.min, reverse=True)
+        self._plans: dict[tuple, _Plan] = {}
 
     def regime_at(self, region: str, day: date) -> tuple[Regime, bool]:
         """The regime in force for a region on a day, and whether the region is mapped at all."""
@@ -134,17 +143,30 @@ class Rulebook:
             (purpose, SENSITIVE_PURPOSE) if context.sensitive and purpose != SENSITIVE_PURPOSE else (purpose,)
         )
 
+    def _plan(self, region: str, purpose: str, day: date, age: int | None) -> _Plan:
+        """What the rules say before looking at the subject's records; the same for most checks of a day."""
+        key = (region, purpose, day, age)
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) > 100_000:
+                self._plans.clear()
+            regime, mapped = self.regime_at(region, day)
+            minor = _minor_rule(regime, region, purpose, age, day)
+            plan = self._plans[key] = _Plan(
+                regime, mapped, self.rule(regime, purpose, day), _max_age(regime, region), minor
+            )
+        return plan
+
     def decide(
         self, region: str, purpose: str, context: Context, states: dict[str, ConsentState], at: datetime
     ) -> Outcome:
         day = at.date()
-        regime, mapped = self.regime_at(region, day)
+        regime, mapped, rule, max_age, minor = self._plan(region, purpose, day, context.age)
 
         def out(allowed: bool, reason: str, state: ConsentState | None = None) -> Outcome:
             return Outcome(allowed, reason, regime.id, regime.version, state.record_id if state else None)
 
-        rule = self.rule(regime, purpose, day)
-        state = _live(states.get(purpose), at, _max_age(regime, region))
+        state = _live(states.get(purpose), at, max_age) if states else None
         expired = state is None and purpose in states
         if rule.model == "prohibited":
             return out(False, "purpose_prohibited")
@@ -153,14 +175,13 @@ class Rulebook:
 
         model = rule.model
         missing_reason = "no_consent_opt_in_required" if mapped else "unknown_region_strict_default"
-        minor = _minor_rule(regime, region, purpose, context.age, day)
         if minor == "prohibited":  # e.g. MD 14-4607(a)(4)-(5), OR HB 2008, CT SB 1295, DSA 28(2)
             return out(False, "minor_prohibited")
         if minor is not None:  # e.g. CCPA 1798.120(c), GDPR Art 8, COPPA: the minor's use becomes opt-in
             model, missing_reason = "opt_in", "minor_opt_in_required"
 
         if context.sensitive or purpose == SENSITIVE_PURPOSE:
-            refused = _sensitive(regime, purpose, states, at, region)
+            refused = _sensitive(regime, purpose, states, at, max_age)
             if refused is not None:
                 return out(False, refused)
 
@@ -225,7 +246,7 @@ def _minor_rule(regime: Regime, region: str, purpose: str, age: int | None, day:
 
 
 def _sensitive(
-    regime: Regime, purpose: str, states: dict[str, ConsentState], at: datetime, region: str
+    regime: Regime, purpose: str, states: dict[str, ConsentState], at: datetime, max_age: timedelta | None
 ) -> str | None:
     """The reason sensitive data may not be used for this purpose, or None."""
     rule = regime.sensitive
@@ -237,7 +258,7 @@ def _sensitive(
         return None if purpose == STRICTLY_NECESSARY else "sensitive_strictly_necessary_only"
     if purpose == SENSITIVE_PURPOSE:
         return None  # the purpose's own record decides below
-    choice = _live(states.get(SENSITIVE_PURPOSE), at, _max_age(regime, region))
+    choice = _live(states.get(SENSITIVE_PURPOSE), at, max_age)
     if rule.model == "opt_in":  # GDPR 9(2)(a), VA 59.1-578 and most states: explicit prior consent
         return None if choice is not None and choice.status == "granted" else "sensitive_opt_in_required"
     # limit_right (CCPA 1798.121) and opt_out (UT 13-61-302, IA 715D.4): allowed until the person objects

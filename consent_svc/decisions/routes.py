@@ -62,7 +62,7 @@ class DecisionController(Controller):
         self, request: Request, data: JSONBody[BatchCheckRequest], decider: NamedDependency[Decider]
     ) -> BatchDecisions:
         api_key_id = request.state.api_key_id
-        rows = [decider.prepare(item, api_key_id, f"items[{i}].") for i, item in enumerate(data.items)]
+        rows = [decider.prepare(item, api_key_id, i) for i, item in enumerate(data.items)]
         return BatchDecisions(results=await decider.decide_and_record(rows))
 
     @post(

@@ -10,7 +10,7 @@ import asyncpg
 import msgspec
 
 from consent_svc.decisions.engine import ConsentState, Context, explain
-from consent_svc.decisions.types import PolicyRef, RecordBasis, RecordedDecision
+from consent_svc.decisions.types import Decision, PolicyRef, RecordBasis, RecordedDecision
 
 # One row per (identifier or subject id, purpose needed), found again by its number n. Keys travel as one
 # bytea of fixed-width slices and purposes as one byte each (an index into $3): asyncpg encodes a 10,000
@@ -90,17 +90,6 @@ class CheckRow(msgspec.Struct, frozen=True, gc=False, array_like=True):
     api_key_id: str
 
 
-class DecisionRow(msgspec.Struct, frozen=True, gc=False, array_like=True):
-    decision_id: UUID
-    subject_id: UUID | None
-    lookup_hash: bytes | None
-    allowed: bool
-    reason: str
-    regime: str
-    regime_version: str
-    record_id: UUID | None
-
-
 async def current_states(
     conn: asyncpg.Connection, checks: Sequence[CheckRow], needed: Sequence[tuple[str, ...]]
 ) -> list[tuple[UUID | None, dict[str, ConsentState]]]:
@@ -142,29 +131,31 @@ async def insert_decisions(
     decided_at: datetime,
     policy_version: str,
     checks: Sequence[CheckRow],
-    rows: Sequence[DecisionRow],
+    subject_ids: Sequence[UUID | None],
+    decisions: Sequence[Decision],
 ) -> None:
+    """Record the decisions (the subject id, or for an unknown subject its first identifier's look-up hash)."""
     records = [
         (
-            r.decision_id,
+            d.decision_id,
             decided_at,
-            r.subject_id,
-            r.lookup_hash,
+            subject_id,
+            c.hashes[0] if subject_id is None and c.hashes else None,
             c.purpose,
             c.region,
             c.context.gpc,
             c.context.age,
             c.context.sensitive,
             c.context.existing_customer,
-            r.allowed,
-            r.reason,
-            r.regime,
-            r.regime_version,
-            r.record_id,
+            d.allowed,
+            d.reason,
+            d.policy.regime,
+            d.policy.regime_version,
+            d.consent_record_id,
             policy_version,
             c.api_key_id,
         )
-        for c, r in zip(checks, rows, strict=True)
+        for c, subject_id, d in zip(checks, subject_ids, decisions, strict=True)
     ]
     await conn.copy_records_to_table("decisions", columns=DECISION_COLUMNS, records=records)
 
