@@ -16,36 +16,17 @@ after the timed pass, and per 1,000 records. Stops the service with SIGTERM and 
 from __future__ import annotations
 
 import argparse
-import base64
 import http.client
 import json
-import math
-import os
 import secrets
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.request
-from contextlib import suppress
-from pathlib import Path
 
-import psutil
+from common import Service, pct
 
-ROOT = Path(__file__).resolve().parent.parent
-CLI = ROOT / ".venv" / "bin" / "consent-svc"
 OTHER_PURPOSES = ("email_marketing", "personalization", "sms_marketing", "profiling")
 SOURCE = {"system": "bench", "touchpoint": "web", "method": "banner", "notice": {"id": "n", "version": "1"}}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def encode_batches(tag: str, n: int, batch: int, purpose_of) -> list[bytes]:
@@ -98,33 +79,6 @@ def send_all(port: int, key: str, bodies: list[bytes], concurrency: int) -> tupl
     return time.perf_counter() - start, [t for t, _ in calls], sum(status != 201 for _, status in calls)
 
 
-def postmasters(pgdata: Path | None) -> list[psutil.Process]:
-    """The embedded server runs detached from serve (its parent is init): find it by its data directory."""
-    return [
-        p
-        for p in psutil.process_iter(["name", "cmdline"])
-        if pgdata and p.info["name"] == "postgres" and str(pgdata) in " ".join(p.info["cmdline"] or [])
-    ]
-
-
-def cpu_seconds(roots: list[psutil.Process]) -> float:
-    """User+system CPU seconds of these processes and their descendants, with the children they reaped."""
-    procs: dict[int, psutil.Process] = {}
-    for root in roots:
-        with suppress(psutil.NoSuchProcess):
-            procs.update((p.pid, p) for p in (root, *root.children(recursive=True)))
-    total = 0.0
-    for p in procs.values():
-        with suppress(psutil.NoSuchProcess):
-            t = p.cpu_times()
-            total += t.user + t.system + t.children_user + t.children_system
-    return total
-
-
-def pct(sorted_values: list[float], p: float) -> float:
-    return sorted_values[max(0, math.ceil(p / 100 * len(sorted_values)) - 1)] * 1000
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=200_000)
@@ -137,44 +91,9 @@ def main() -> int:
     if not 1 <= args.batch <= 10_000 or args.records < 1:
         ap.error("--batch must be 1..10,000 and --records at least 1")
 
-    tmp = Path(tempfile.mkdtemp(prefix="consent-svc-bench-"))
-    env = {"CONSENT_SVC_LOG_LEVEL": "WARNING", **os.environ, "CONSENT_SVC_DATA_DIR": str(tmp / "data")}
-    env.pop("DATABASE_URL", None)
-    pgdata = None if args.database_url else (tmp / "data" / "pg").resolve()
-    if args.database_url:
-        env["DATABASE_URL"] = args.database_url
-        for name in ("CONSENT_SVC_MASTER_KEY", "CONSENT_SVC_LOOKUP_SECRET"):
-            env[name] = base64.b64encode(os.urandom(32)).decode()
-    port = free_port()
-    log = open(tmp / "serve.log", "wb")
-    serve = subprocess.Popen(
-        [str(CLI), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers)],
-        env=env,
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if serve.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"service did not become ready; log:\n{(tmp / 'serve.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
-        made = subprocess.run(
-            [str(CLI), "keys", "create", "--name", "bench", "--scope", "admin"],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        if made.returncode:
-            sys.exit(f"consent-svc keys create failed:\n{made.stderr[-3000:]}")
-        key = json.loads(made.stdout)["key"]
-
+    with Service(args.workers, args.database_url) as service:
+        key = service.key("admin")
+        port = service.port
         tag = secrets.token_hex(4)  # fresh subjects even on a reused external database
         setup_failures = 0
         if args.existing:
@@ -188,23 +107,10 @@ def main() -> int:
             args.batch,
             (lambda i: OTHER_PURPOSES[i % 4]) if args.existing else (lambda i: "analytics"),
         )
-        service, pg = [psutil.Process(serve.pid)], postmasters(pgdata)
-        app0, pg0 = cpu_seconds(service), cpu_seconds(pg)
+        app0, pg0 = service.cpu()
         wall, latencies, failures = send_all(port, key, bodies, args.concurrency)
-        app1, pg1 = cpu_seconds(service), cpu_seconds(pg)
-    finally:
-        try:
-            with suppress(ProcessLookupError):
-                os.killpg(serve.pid, signal.SIGTERM)
-            serve.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(serve.pid, signal.SIGKILL)
-            serve.wait()
-        for leftover in postmasters(pgdata):  # normally stopped by serve on exit; not if it was killed
-            leftover.terminate()
-            psutil.wait_procs([leftover], timeout=30)
-        log.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+        app1, pg1 = service.cpu()
+        pgdata = service.pgdata
 
     lat = sorted(latencies)
     per_k = 1000 / args.records

@@ -59,13 +59,28 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+def _tracing(signals: telemetry.Telemetry) -> list[OpenTelemetryPlugin]:
+    if not signals.exported:
+        return []
+    config = OpenTelemetryConfig(
+        tracer_provider=signals.tracer_provider,
+        meter_provider=signals.meter_provider,
+        scope_span_details_extractor=telemetry.route_of,
+        server_request_hook_handler=telemetry.redact_caller,
+        # A span per ASGI message (two per response) says nothing the server span does not, and cost about a
+        # quarter of a trivial request's time (bench/check.py, closing note of issue 4).
+        exclude_spans=["receive", "send"],
+    )
+    return [OpenTelemetryPlugin(config)]
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     policies = load_policies(settings.policies_dir)
     keys = crypto.load_keys(settings)
     rules = RecordRules.of(policies, keys, settings)
     rulebook = Rulebook(policies)
-    tracer_provider, meter_provider = telemetry.configure()
+    signals = telemetry.configure()
 
     _tune_gc()
 
@@ -111,18 +126,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "rules": Provide(lambda: rules, sync_to_thread=False, use_cache=True),
             "policies": Provide(lambda: policies, sync_to_thread=False, use_cache=True),
         },
-        plugins=[
-            errors.problem_plugin(),
-            OpenTelemetryPlugin(
-                OpenTelemetryConfig(
-                    tracer_provider=tracer_provider,
-                    meter_provider=meter_provider,
-                    scope_span_details_extractor=telemetry.route_of,
-                    server_request_hook_handler=telemetry.redact_caller,
-                )
-            ),
-        ],
-        middleware=[telemetry.RequestCounter],
+        plugins=[errors.problem_plugin(), *_tracing(signals)],
+        middleware=[telemetry.RequestCounter] if signals.exported else [],
         exception_handlers=errors.exception_handlers,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import NamedTuple
 
 from litestar.exceptions import HTTPException
 from litestar.utils import normalize_path
@@ -19,7 +20,17 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 
 log = logging.getLogger("consent_svc.telemetry")
 
-_configured: tuple[TracerProvider, MeterProvider] | None = None
+
+class Telemetry(NamedTuple):
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    exported: bool
+    """Something reads the signals (OTLP, or a test's in-memory exporter). When nothing does, the app installs
+    no tracing middleware: spans and metrics nobody receives cost two thirds of a trivial request's
+    throughput (bench/check.py, closing note of issue 4)."""
+
+
+_configured: Telemetry | None = None
 
 
 def _otlp_wanted(signal: str) -> bool:
@@ -31,7 +42,7 @@ def _otlp_wanted(signal: str) -> bool:
 
 def configure(
     span_exporter: SpanExporter | None = None, metric_reader: MetricReader | None = None
-) -> tuple[TracerProvider, MeterProvider]:
+) -> Telemetry:
     """The process's providers, made on first call (tests pass in-memory exporters before any app starts)."""
     global _configured
     if _configured is not None:
@@ -59,11 +70,13 @@ def configure(
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
 
-    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+    exported = bool(otlp) or span_exporter is not None or metric_reader is not None
+    if exported:
+        from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 
-    # Spans carry the SQL text (constants with $n placeholders), never the parameters.
-    AsyncPGInstrumentor(capture_parameters=False).instrument(tracer_provider=tracer_provider)
-    _configured = (tracer_provider, meter_provider)
+        # Spans carry the SQL text (constants with $n placeholders), never the parameters.
+        AsyncPGInstrumentor(capture_parameters=False).instrument(tracer_provider=tracer_provider)
+    _configured = Telemetry(tracer_provider, meter_provider, exported)
     return _configured
 
 

@@ -82,7 +82,7 @@ def test_otlp_export_reaches_the_endpoint_only_when_asked():
     code = (
         "import logging; logging.basicConfig(level=logging.INFO)\n"
         "from consent_svc import telemetry\n"
-        "tracer_provider, meter_provider = telemetry.configure()\n"
+        "tracer_provider, meter_provider, _ = telemetry.configure()\n"
         "with tracer_provider.get_tracer('t').start_as_current_span('probe'): pass\n"
         "meter_provider.get_meter('t').create_counter('probe').add(1)\n"
         "tracer_provider.force_flush(); meter_provider.force_flush()\n"

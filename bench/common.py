@@ -1,0 +1,139 @@
+"""What the benchmarks share: start `consent-svc serve` on a fresh data directory, make a key, measure CPU."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import suppress
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = ROOT / ".venv" / "bin" / "consent-svc"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(sorted_values: list[float], p: float) -> float:
+    """The p-th percentile of seconds, in milliseconds."""
+    return sorted_values[max(0, math.ceil(p / 100 * len(sorted_values)) - 1)] * 1000
+
+
+def postmasters(pgdata: Path | None) -> list[psutil.Process]:
+    """The embedded server runs detached from serve (its parent is init): find it by its data directory."""
+    return [
+        p
+        for p in psutil.process_iter(["name", "cmdline"])
+        if pgdata and p.info["name"] == "postgres" and str(pgdata) in " ".join(p.info["cmdline"] or [])
+    ]
+
+
+def cpu_seconds(roots: list[psutil.Process]) -> float:
+    """User+system CPU seconds of these processes and their descendants, with the children they reaped."""
+    procs: dict[int, psutil.Process] = {}
+    for root in roots:
+        with suppress(psutil.NoSuchProcess):
+            procs.update((p.pid, p) for p in (root, *root.children(recursive=True)))
+    total = 0.0
+    for p in procs.values():
+        with suppress(psutil.NoSuchProcess):
+            t = p.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+class Service:
+    """`consent-svc serve` on a free port: embedded PostgreSQL in a temp directory unless a database URL is
+    given. Use as a context manager; `key(scope)` makes an API key with the CLI."""
+
+    def __init__(self, workers: int, database_url: str | None = None):
+        self.tmp = Path(tempfile.mkdtemp(prefix="consent-svc-bench-"))
+        self.env = {
+            "CONSENT_SVC_LOG_LEVEL": "WARNING",
+            **os.environ,
+            "CONSENT_SVC_DATA_DIR": str(self.tmp / "data"),
+        }
+        self.env.pop("DATABASE_URL", None)
+        self.pgdata = None if database_url else (self.tmp / "data" / "pg").resolve()
+        if database_url:
+            self.env["DATABASE_URL"] = database_url
+            for name in ("CONSENT_SVC_MASTER_KEY", "CONSENT_SVC_LOOKUP_SECRET"):
+                self.env[name] = base64.b64encode(os.urandom(32)).decode()
+        self.workers = workers
+        self.port = free_port()
+
+    def __enter__(self) -> Service:
+        self.log = open(self.tmp / "serve.log", "wb")
+        self.process = subprocess.Popen(
+            [
+                str(CLI),
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+            ],
+            env=self.env,
+            stdout=self.log,
+            stderr=self.log,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 180
+        while True:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
+                sys.exit(
+                    f"service did not become ready; log:\n{(self.tmp / 'serve.log').read_text()[-3000:]}"
+                )
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health/ready", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            with suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        for leftover in postmasters(self.pgdata):  # normally stopped by serve on exit; not if it was killed
+            leftover.terminate()
+            psutil.wait_procs([leftover], timeout=30)
+        self.log.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def key(self, scope: str) -> str:
+        made = subprocess.run(
+            [str(CLI), "keys", "create", "--name", "bench", "--scope", scope],
+            env=self.env,
+            capture_output=True,
+            text=True,
+        )
+        if made.returncode:
+            sys.exit(f"consent-svc keys create failed:\n{made.stderr[-3000:]}")
+        return json.loads(made.stdout)["key"]
+
+    def cpu(self) -> tuple[float, float]:
+        """CPU seconds so far of the service's process tree and of its embedded PostgreSQL."""
+        return cpu_seconds([psutil.Process(self.process.pid)]), cpu_seconds(postmasters(self.pgdata))
