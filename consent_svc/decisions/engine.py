@@ -181,7 +181,8 @@ class Rulebook:
             model, missing_reason = "opt_in", "minor_opt_in_required"
 
         if context.sensitive or purpose == SENSITIVE_PURPOSE:
-            refused = _sensitive(regime, purpose, states, at, max_age)
+            sensitive_minor = _minor_rule(regime, region, SENSITIVE_PURPOSE, context.age, day)
+            refused = _sensitive(regime, purpose, states, at, max_age, sensitive_minor)
             if refused is not None:
                 return out(False, refused)
 
@@ -246,7 +247,12 @@ def _minor_rule(regime: Regime, region: str, purpose: str, age: int | None, day:
 
 
 def _sensitive(
-    regime: Regime, purpose: str, states: dict[str, ConsentState], at: datetime, max_age: timedelta | None
+    regime: Regime,
+    purpose: str,
+    states: dict[str, ConsentState],
+    at: datetime,
+    max_age: timedelta | None,
+    minor: str | None,
 ) -> str | None:
     """The reason sensitive data may not be used for this purpose, or None."""
     rule = regime.sensitive
@@ -260,7 +266,13 @@ def _sensitive(
         return None  # the purpose's own record decides below
     choice = _live(states.get(SENSITIVE_PURPOSE), at, max_age)
     if rule.model == "opt_in":  # GDPR 9(2)(a), VA 59.1-578 and most states: explicit prior consent
-        return None if choice is not None and choice.status == "granted" else "sensitive_opt_in_required"
+        if choice is None or choice.status != "granted":
+            return "sensitive_opt_in_required"
+        if minor == "prohibited":
+            return "minor_prohibited"
+        if minor == "parent_consent" and choice.actor != "parent":  # a child's own consent does not count
+            return "parental_consent_required"
+        return None
     # limit_right (CCPA 1798.121) and opt_out (UT 13-61-302, IA 715D.4): allowed until the person objects
     if choice is not None and choice.status in ("denied", "withdrawn"):
         return "sensitive_use_limited"

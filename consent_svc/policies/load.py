@@ -151,6 +151,8 @@ def _check_regime(
         unknown(regime.gpc.purposes)
     for minors in regime.minors:
         unknown(minors.purposes)
+        if minors.valid_from and minors.valid_to and minors.valid_to <= minors.valid_from:
+            problems.append(f"{_where(name, text, 'valid_to')}: valid_to must be after valid_from")
         for region in minors.below_by_region:
             if canonical_region(region) != region:
                 problems.append(f"{_where(name, text, region)}: `{region}` is not an ISO 3166 code")
