@@ -36,7 +36,6 @@ log = logging.getLogger("consent_svc.decisions")
 
 # Two round trips in flight per worker: one reading or writing while the next one's checks gather.
 MAX_IN_FLIGHT = 2
-BATCH_CHUNK = 2_000
 DATABASE_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
@@ -166,20 +165,6 @@ class Decider:
                 )
             await store.insert_decisions(conn, at, rulebook.version, rows, [s[0] for s in states], answers)
         return answers
-
-    async def decide_and_record_many(self, rows: list[CheckRow]) -> list[Decision]:
-        """A large batch in chunks on concurrent connections, so PostgreSQL stores one chunk while Python decides
-        the next (10,000 items: 315 ms -> see the closing note of issue 4). Answered only once every chunk
-        is committed; if one fails the whole batch is a 503, and what was recorded stays recorded."""
-        if len(rows) <= BATCH_CHUNK:
-            return await self.decide_and_record(rows)
-        chunks = [rows[i : i + BATCH_CHUNK] for i in range(0, len(rows), BATCH_CHUNK)]
-        try:
-            done = await asyncio.gather(*(self.decide_and_record(chunk) for chunk in chunks))
-        except DATABASE_ERRORS as exc:
-            log.warning("decisions not recorded: %s", type(exc).__name__)
-            raise unrecorded() from None
-        return [decision for chunk in done for decision in chunk]
 
     # -- replays ------------------------------------------------------------------------------------------
 

@@ -63,7 +63,7 @@ class DecisionController(Controller):
     ) -> BatchDecisions:
         api_key_id = request.state.api_key_id
         rows = [decider.prepare(item, api_key_id, i) for i, item in enumerate(data.items)]
-        return BatchDecisions(results=await decider.decide_and_record_many(rows))
+        return BatchDecisions(results=await decider.decide_and_record(rows))
 
     @post(
         "/replay",
