@@ -18,6 +18,7 @@ import asyncpg
 
 from consent_svc import crypto, ids
 from consent_svc.consents.identity import IdentifierError, normalize
+from consent_svc.consents.ledger import MAX_ERRORS_REPORTED
 from consent_svc.decisions import store
 from consent_svc.decisions.engine import Rulebook
 from consent_svc.decisions.store import CheckRow
@@ -91,6 +92,24 @@ class Decider:
             errors = [FieldError(where + e.field, e.message) for e in errors]
             raise InvalidInput(f"{errors[0].field}: {errors[0].message}", errors=errors)
         return CheckRow(hashes, request.subject.id, request.purpose, region, request.context, api_key_id)
+
+    def prepare_batch(self, items: list[CheckRequest], api_key_id: str) -> list[CheckRow]:
+        """Every item valid, or InvalidInput naming up to MAX_ERRORS_REPORTED bad fields; nothing is decided."""
+        rows, errors = [], []
+        for i, item in enumerate(items):
+            try:
+                rows.append(self.prepare(item, api_key_id, i))
+            except InvalidInput as exc:
+                errors.extend(FieldError(**e) for e in exc.extra["errors"])
+                if len(errors) >= MAX_ERRORS_REPORTED:
+                    break
+        if errors:
+            shown = errors[:MAX_ERRORS_REPORTED]
+            raise InvalidInput(
+                f"{len(shown)} problem(s) in the batch; nothing was decided. First: {shown[0].field}: {shown[0].message}",
+                errors=shown,
+            )
+        return rows
 
     # -- live checks --------------------------------------------------------------------------------------
 

@@ -61,8 +61,7 @@ class DecisionController(Controller):
     async def check_batch(
         self, request: Request, data: JSONBody[BatchCheckRequest], decider: NamedDependency[Decider]
     ) -> BatchDecisions:
-        api_key_id = request.state.api_key_id
-        rows = [decider.prepare(item, api_key_id, i) for i, item in enumerate(data.items)]
+        rows = decider.prepare_batch(data.items, request.state.api_key_id)
         return BatchDecisions(results=await decider.decide_and_record(rows))
 
     @post(

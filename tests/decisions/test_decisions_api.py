@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from consent_svc.policies.load import build_policies
+
 from tests.consents.helpers import batch, record
 
 
@@ -273,3 +275,59 @@ async def test_policy_version_is_stored_in_full_and_listed(client, admin):
     assert [v["version"] for v in listed] == [version]
     shown = (await client.get(f"/v1/policies/versions/{version}", headers=admin)).json()
     assert "regions.toml" in shown["files"] and "regimes/eu_gdpr.toml" in shown["files"]
+
+
+async def test_a_bad_batch_names_every_bad_item(client, admin):
+    items = [check(), check(purpose="nope"), check(), check(region="XX-999"), check(email="@")]
+    response = await client.post("/v1/decisions/batch", json={"items": items}, headers=admin)
+    assert response.status_code == 422
+    fields = [e["field"] for e in response.json()["errors"]]
+    assert fields == ["items[1].purpose", "items[3].region", "items[4].subject.identifiers[0].value"]
+
+
+async def test_oversized_batch_body_is_413_problem(client, admin):
+    # The test settings cap bodies at 8 MiB; 10,000 items with long identifiers pass it.
+    items = [check(email=f"{'x' * 60}{i}@{'y' * 800}.com") for i in range(10_000)]
+    response = await client.post("/v1/decisions/batch", json={"items": items}, headers=admin)
+    assert response.status_code == 413
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_the_same_check_twice_is_two_recorded_decisions(client, admin, conn):
+    first, second = await decide(client, admin, check()), await decide(client, admin, check())
+    assert first["decision_id"] != second["decision_id"]
+    assert (first["allowed"], first["reason"]) == (second["allowed"], second["reason"])
+    assert await conn.fetchval("SELECT count(*) FROM decisions") == 2
+
+
+async def test_replay_can_reapply_an_older_policy_version(client, admin, conn):
+    """A policy version kept in the database is re-applied as it was: here one where Germany had opt-out."""
+    files = dict(await conn.fetchval("SELECT files FROM policy_versions"))
+    files["regimes/eu_gdpr.toml"] = files["regimes/eu_gdpr.toml"].replace(
+        'purposes = ["personalization", "analytics", "targeted_advertising", "profiling"]\nmodel = "opt_in"',
+        'purposes = ["personalization", "analytics", "targeted_advertising", "profiling"]\nmodel = "opt_out"',
+    )
+    await conn.execute(
+        "INSERT INTO policy_versions (version, files, declared) VALUES ('older+000000000001', $1, '{}')",
+        files,
+    )
+    body = {**check(), "at": iso(), "policy_version": "older+000000000001"}
+    response = await client.post("/v1/decisions/replay", json=body, headers=admin)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert (answer["allowed"], answer["reason"]) == (True, "opt_out_default_allow")
+    assert answer["policy"]["version"] == older
+    current = (await client.post("/v1/decisions/replay", json={**check(), "at": iso()}, headers=admin)).json()
+    assert (current["allowed"], current["reason"]) == (False, "no_consent_opt_in_required")
+
+
+async def test_decisions_land_in_monthly_partitions_made_ahead(client, admin, conn):
+    await decide(client, admin, check())
+    partitions = await conn.fetch(
+        "SELECT c.relname, count(d.*) AS n FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "LEFT JOIN decisions d ON d.tableoid = c.oid WHERE i.inhparent = 'decisions'::regclass GROUP BY c.relname"
+    )
+    by_name = {r["relname"]: r["n"] for r in partitions}
+    this_month = datetime.now(UTC).strftime("decisions_%Y%m")
+    assert by_name[this_month] == 1 and by_name["decisions_default"] == 0
+    assert len([n for n in by_name if n != "decisions_default"]) >= 3  # this month and two ahead
