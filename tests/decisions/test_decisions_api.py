@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from consent_svc.policies.load import build_policies
-
 from tests.consents.helpers import batch, record
 
 
@@ -307,11 +306,11 @@ async def test_replay_can_reapply_an_older_policy_version(client, admin, conn):
         'purposes = ["personalization", "analytics", "targeted_advertising", "profiling"]\nmodel = "opt_in"',
         'purposes = ["personalization", "analytics", "targeted_advertising", "profiling"]\nmodel = "opt_out"',
     )
+    older = build_policies(files).version
     await conn.execute(
-        "INSERT INTO policy_versions (version, files, declared) VALUES ('older+000000000001', $1, '{}')",
-        files,
+        "INSERT INTO policy_versions (version, files, declared) VALUES ($1, $2, '{}')", older, files
     )
-    body = {**check(), "at": iso(), "policy_version": "older+000000000001"}
+    body = {**check(), "at": iso(), "policy_version": older}
     response = await client.post("/v1/decisions/replay", json=body, headers=admin)
     assert response.status_code == 200, response.text
     answer = response.json()
