@@ -9,7 +9,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
-.PHONY: run test bench
+.PHONY: run test bench bench-check
 run: $(VENV)/.installed
 	$(VENV)/bin/consent-svc serve $(ARGS)
 
@@ -18,3 +18,6 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/ingest.py $(ARGS)
+
+bench-check: $(VENV)/.installed
+	$(VENV)/bin/python bench/check.py $(ARGS)
