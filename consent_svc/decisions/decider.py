@@ -26,6 +26,7 @@ from consent_svc.decisions.types import (
     CheckRequest,
     Decision,
     PolicyRef,
+    RecordedDecision,
     ReplayedDecision,
     ReplayRequest,
 )
@@ -37,6 +38,7 @@ log = logging.getLogger("consent_svc.decisions")
 
 # Two round trips in flight per worker: one reading or writing while the next one's checks gather.
 MAX_IN_FLIGHT = 2
+MAX_UNIX_MS = 253_402_300_799_000  # 9999-12-31T23:59:59Z
 DATABASE_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
@@ -226,9 +228,14 @@ class Decider:
             )
         return _stored_rulebook(version, tuple(sorted(files.items())))
 
-    async def recorded(self, decision_id: UUID):
-        async with self.pool.acquire() as conn:
-            found = await store.fetch_decision(conn, decision_id, store.ms_time(ids.uuid7_ms(decision_id)))
+    async def recorded(self, decision_id: UUID) -> RecordedDecision:
+        found = None
+        # Decision ids are UUIDv7 stamped with decided_at: anything else (or a stamp past datetime's range)
+        # names no decision.
+        if decision_id.version == 7 and ids.uuid7_ms(decision_id) < MAX_UNIX_MS:
+            decided_at = store.ms_time(ids.uuid7_ms(decision_id))
+            async with self.pool.acquire() as conn:
+                found = await store.fetch_decision(conn, decision_id, decided_at)
         if found is None:
             raise NotFound("No decision with this id.")
         return found

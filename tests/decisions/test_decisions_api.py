@@ -330,3 +330,16 @@ async def test_decisions_land_in_monthly_partitions_made_ahead(client, admin, co
     this_month = datetime.now(UTC).strftime("decisions_%Y%m")
     assert by_name[this_month] == 1 and by_name["decisions_default"] == 0
     assert len([n for n in by_name if n != "decisions_default"]) >= 3  # this month and two ahead
+
+
+@pytest.mark.parametrize(
+    "decision_id",
+    [
+        "eeebff38-e6f0-5fb4-9e0b-cd0c6be80ba8",
+        "ffffffff-ffff-7fff-bfff-ffffffffffff",
+        "00000000-0000-0000-0000-000000000000",
+    ],
+)
+async def test_an_id_that_is_no_decision_id_is_404_not_500(client, admin, decision_id):
+    response = await client.get(f"/v1/decisions/{decision_id}", headers=admin)
+    assert response.status_code == 404
