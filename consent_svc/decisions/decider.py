@@ -49,8 +49,8 @@ def unrecorded() -> Unavailable:
 class Decider:
     """One per worker process, on `app.state.decider`."""
 
-    def __init__(self, pool: asyncpg.Pool, rulebook: Rulebook, lookup_hash: crypto.LookupHasher):
-        self.pool = pool
+    def __init__(self, rulebook: Rulebook, lookup_hash: crypto.LookupHasher):
+        self.pool: asyncpg.Pool | None = None  # set by the app's lifespan
         self.rulebook = rulebook
         self.purposes = rulebook.policies.purpose_ids
         self.lookup_hash = lookup_hash
