@@ -40,13 +40,45 @@ def _where(name: str, text: str, needle: str | None, occurrence: int = 1) -> str
     return name
 
 
+def _table_start(lines: list[str], table: str, index: int) -> int:
+    """The line number (0-based) of the index-th `[[table]]` header, or 0."""
+    headers = [i for i, line in enumerate(lines) if line.strip() == f"[[{table}]]"]
+    return headers[index] if index < len(headers) else 0
+
+
+def _where_path(name: str, text: str, message: str) -> str:
+    """`name:line` of the value msgspec names (`... - at `$.rules[2].model``): the n-th `[[rules]]` table is
+    found first, then the key under it; without a match, the first line holding the last key."""
+    path = re.search(r"at `\$((?:\.[a-z_]+(?:\[\d+\])?)+)`", message)
+    if path is None:
+        return name
+    steps = re.findall(r"\.([a-z_]+)(?:\[(\d+)\])?", path.group(1))
+    lines = text.splitlines()
+    start = 0
+    for key, index in steps[:-1]:
+        if index:
+            start = _table_start(lines, key, int(index))
+    last = steps[-1][0]
+    for number in range(start, len(lines)):
+        if re.match(rf"\s*{re.escape(last)}\s*=", lines[number]):
+            return f"{name}:{number + 1}"
+    return _where(name, text, last)
+
+
+def _where_in_rule(name: str, text: str, index: int, purpose: str) -> str:
+    """`name:line` of a purpose named in the index-th `[[rules]]` table."""
+    lines = text.splitlines()
+    for number in range(_table_start(lines, "rules", index), len(lines)):
+        if f'"{purpose}"' in lines[number].split("#", 1)[0]:
+            return f"{name}:{number + 1}"
+    return name
+
+
 def _decode(name: str, text: str, type_):
     try:
         return msgspec.toml.decode(text, type=type_)
     except msgspec.ValidationError as exc:
-        # `... - at `$.rules[2].model``: point at the key msgspec names last.
-        key = re.findall(r"\.([a-z_]+)(?:\[\d+\])?`?$", str(exc))
-        raise PolicyError([f"{_where(name, text, key[0] if key else None)}: {exc}"]) from None
+        raise PolicyError([f"{_where_path(name, text, str(exc))}: {exc}"]) from None
     except msgspec.DecodeError as exc:  # TOML syntax: tomllib already says "(at line N, column M)"
         raise PolicyError([f"{name}: {exc}"]) from None
 
@@ -138,12 +170,14 @@ def _check_regime(
                 )
 
     base: set[str] = set()
-    for rule in regime.rules:
+    for index, rule in enumerate(regime.rules):
         unknown(rule.purposes)
         if rule.valid_from is None:
             for purpose in rule.purposes:
                 if purpose in base:
-                    problems.append(f"{_where(name, text, purpose, 2)}: purpose `{purpose}` has two models")
+                    problems.append(
+                        f"{_where_in_rule(name, text, index, purpose)}: purpose `{purpose}` has two models"
+                    )
                 base.add(purpose)
         if rule.valid_from and rule.valid_to and rule.valid_to <= rule.valid_from:
             problems.append(f"{_where(name, text, 'valid_to')}: valid_to must be after valid_from")

@@ -227,22 +227,12 @@ def test_a_value_of_the_wrong_type_names_the_field_and_its_line(name, old, new, 
     assert problem.startswith(f"{name}:{line_of(files[name], new)}: ") and f".{field}`" in problem, problem
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load.py gap: a Struct validation error points at the first line holding the key msgspec names "
-    "(`model =` of rules[0]), not at the entry it is in (rules[1])",
-)
 def test_a_bad_value_in_a_later_rule_names_that_rules_line():
     files = edited("regimes/us_va.toml", 'model = "opt_in"', 'model = "maybe"')
     (problem,) = problems(files)
     assert problem.startswith(f"regimes/us_va.toml:{line_of(files['regimes/us_va.toml'], 'maybe')}: ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load.py gap: `purpose has two models` names the purpose's second quoted occurrence in the file, "
-    "which can be the [gpc] purposes list rather than the duplicate rule",
-)
 def test_a_purpose_given_two_base_models_names_the_duplicate_rule():
     files = edited(
         "regimes/us_co.toml", "[dsar]", '[[rules]]\npurposes = ["sale"]\nmodel = "opt_in"\n\n[dsar]'
