@@ -61,6 +61,9 @@ DECLARE
     month_start timestamp;
     name text;
 BEGIN
+    -- Every worker calls this at start-up and from housekeeping: one at a time, or two could race to create
+    -- the same partition.
+    PERFORM pg_advisory_xact_lock(7161828453907742722);
     FOR i IN 0..months_ahead LOOP
         month_start := first_month + make_interval(months => i);
         name := 'decisions_' || to_char(month_start, 'YYYYMM');

@@ -343,3 +343,18 @@ async def test_decisions_land_in_monthly_partitions_made_ahead(client, admin, co
 async def test_an_id_that_is_no_decision_id_is_404_not_500(client, admin, decision_id):
     response = await client.get(f"/v1/decisions/{decision_id}", headers=admin)
     assert response.status_code == 404
+
+
+async def test_workers_making_partitions_at_once_do_not_collide(db_url, conn):
+    import asyncpg
+
+    others = [await asyncpg.connect(db_url) for _ in range(4)]
+    try:
+        await asyncio.gather(*(c.execute("SELECT ensure_decision_partitions(6)") for c in others))
+    finally:
+        for c in others:
+            await c.close()
+    made = await conn.fetchval(
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'decisions'::regclass AND inhrelid::regclass::text <> 'decisions_default'"
+    )
+    assert made == 7  # this month and six ahead
