@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     policies = load_policies(settings.policies_dir)
     keys = crypto.load_keys(settings)
     rules = RecordRules.of(policies, keys, settings)
-    decider = Decider(Rulebook(policies), rules.lookup_hash)  # gets its pool when the lifespan opens it
+    decider = Decider(Rulebook(policies), rules, keys)  # gets its pool when the lifespan opens it
     signals = telemetry.configure()
 
     _tune_gc()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -10,7 +11,7 @@ import msgspec
 from consent_svc import crypto, idempotency
 from consent_svc.consents.identity import IdentifierError, SubjectConflict, normalize
 from consent_svc.consents.store import PreparedRecord, SubjectErased, insert_records, source_id
-from consent_svc.consents.types import BatchReceipt, ConsentBatch, ConsentRecordIn, Identifier
+from consent_svc.consents.types import BatchReceipt, ConsentBatch, ConsentRecordIn, Identifier, Source, Status
 from consent_svc.errors import Conflict, FieldError, InvalidInput, Unavailable
 from consent_svc.policies.load import canonical_region
 from consent_svc.policies.types import Policies
@@ -90,23 +91,47 @@ def prepare_record(
     errors.extend(id_errors)
     if errors:
         raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
-    collected_at = record.collected_at.astimezone(UTC)
-    expires_at = record.expires_at.astimezone(UTC) if record.expires_at else None
-    proof = msgspec.json.encode(record.proof, order="sorted") if record.proof is not None else None
-    source = source_id(record.source)
+    return prepared(
+        identifiers,
+        record.purpose,
+        record.status,
+        record.collected_at.astimezone(UTC),
+        region,
+        record.source,
+        rules,
+        record.expires_at.astimezone(UTC) if record.expires_at else None,
+        record.proof,
+    )
+
+
+def prepared(
+    identifiers: list[tuple[str, str, bytes]],
+    purpose: str,
+    status: Status,
+    collected_at: datetime,
+    region: str,
+    source: Source,
+    rules: RecordRules,
+    expires_at: datetime | None = None,
+    proof: dict[str, Any] | None = None,
+) -> PreparedRecord:
+    """A validated record ready for insert_records. The service's own records (a GPC signal taken as an
+    opt-out) come here directly, naming their subject by a look-up hash it already has."""
+    encoded_proof = msgspec.json.encode(proof, order="sorted") if proof is not None else None
+    source_key = source_id(source)
     content = msgspec.json.encode(
-        [record.purpose, record.status, collected_at, region, source, expires_at, proof]
+        [purpose, status, collected_at, region, source_key, expires_at, encoded_proof]
     )
     return PreparedRecord(
         identifiers=identifiers,
-        purpose=record.purpose,
-        status=record.status,
+        purpose=purpose,
+        status=status,
         collected_at=collected_at,
         region=region,
-        source=record.source,
-        source_id=source,
+        source=source,
+        source_id=source_key,
         expires_at=expires_at,
-        proof=proof,
+        proof=encoded_proof,
         fingerprint=crypto.keyed_digest(rules.fingerprint_key, content),
     )
 

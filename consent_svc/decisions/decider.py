@@ -18,7 +18,8 @@ import asyncpg
 
 from consent_svc import crypto, ids
 from consent_svc.consents.identity import IdentifierError, normalize
-from consent_svc.consents.ledger import MAX_ERRORS_REPORTED
+from consent_svc.consents.ledger import MAX_ERRORS_REPORTED, RecordRules, prepared, record_batch
+from consent_svc.consents.types import Source
 from consent_svc.decisions import store
 from consent_svc.decisions.engine import Rulebook
 from consent_svc.decisions.store import CheckRow
@@ -30,7 +31,7 @@ from consent_svc.decisions.types import (
     ReplayedDecision,
     ReplayRequest,
 )
-from consent_svc.errors import FieldError, InvalidInput, NotFound, Unavailable
+from consent_svc.errors import FieldError, InvalidInput, NotFound, ProblemError, Unavailable
 from consent_svc.policies import store as policy_store
 from consent_svc.policies.load import UNKNOWN_REGION, build_policies, canonical_region
 
@@ -42,6 +43,9 @@ MAX_UNIX_MS = 253_402_300_799_000  # 9999-12-31T23:59:59Z
 DATABASE_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
+GPC_SOURCE = Source(system="consent-svc", touchpoint="consent check", method="gpc_signal")
+
+
 def unrecorded() -> Unavailable:
     return Unavailable("The decision could not be recorded, so it is not given; retry shortly.")
 
@@ -49,11 +53,12 @@ def unrecorded() -> Unavailable:
 class Decider:
     """One per worker process, on `app.state.decider`."""
 
-    def __init__(self, rulebook: Rulebook, lookup_hash: crypto.LookupHasher):
+    def __init__(self, rulebook: Rulebook, rules: RecordRules, keys: crypto.Keys):
         self.pool: asyncpg.Pool | None = None  # set by the app's lifespan
         self.rulebook = rulebook
         self.purposes = rulebook.policies.purpose_ids
-        self.lookup_hash = lookup_hash
+        self.rules, self.keys = rules, keys
+        self.lookup_hash = rules.lookup_hash
         self.policy_refs = {
             r.id: PolicyRef(r.id, rulebook.version, r.version) for r in rulebook.policies.regimes.values()
         }
@@ -185,7 +190,51 @@ class Decider:
                     )
                 )
             await store.insert_decisions(conn, at, rulebook.version, rows, [s[0] for s in states], answers)
+        signals = {
+            states[i][0]: (rows[i], answer)
+            for i, answer in enumerate(answers)
+            if answer.reason == "gpc_opt_out"
+            and states[i][0] is not None
+            and self._gpc_binds(answer.policy.regime)
+        }
+        if signals:
+            task = asyncio.get_running_loop().create_task(self._record_gpc_opt_outs(signals))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return answers
+
+    def _gpc_binds(self, regime_id: str) -> bool:
+        gpc = self.rulebook.policies.regimes[regime_id].gpc
+        return gpc is not None and gpc.binds_consumer
+
+    async def _record_gpc_opt_outs(self, signals: dict[UUID, tuple[CheckRow, Decision]]) -> None:
+        """A GPC signal from a known consumer, where the regime says it opts that consumer out (CCPA regs
+        7025(c)(1)), becomes a refusal in the ledger for every purpose the signal covers, with the decision as
+        proof: a later request without the signal is no opt-in (7025(c)(5)), and downstream systems learn of
+        it like any refusal. Written after the answer (the decision row already holds the signal); if this
+        write is lost, the consumer's next signal makes it again."""
+        try:
+            async with self.pool.acquire() as conn:
+                hashes = await store.a_hash_per_subject(conn, list(signals))
+            records = [
+                prepared(
+                    [("gpc", "", hashes[subject_id])],
+                    purpose,
+                    "denied",
+                    decision.evaluated_at,
+                    row.region,
+                    GPC_SOURCE,
+                    self.rules,
+                    proof={"signal": "Sec-GPC: 1", "decision_id": str(decision.decision_id)},
+                )
+                for subject_id, (row, decision) in signals.items()
+                if subject_id in hashes
+                for purpose in self.rulebook.policies.regimes[decision.policy.regime].gpc.purposes
+            ]
+            if records:
+                await record_batch(self.pool, self.keys, records)
+        except (*DATABASE_ERRORS, ProblemError) as exc:
+            log.warning("GPC opt-out not recorded, the next signal will: %s", type(exc).__name__)
 
     # -- replays ------------------------------------------------------------------------------------------
 

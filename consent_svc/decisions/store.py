@@ -52,6 +52,13 @@ DECISION_COLUMNS = (
     "policy_version",
     "api_key_id",
 )
+# Any one look-up hash a subject already has: the service's own records name their subject by it.
+SELECT_A_HASH_PER_SUBJECT = """
+SELECT DISTINCT ON (subject_id) subject_id, lookup_hash
+FROM subject_identifiers
+WHERE subject_id = ANY($1::uuid[])
+ORDER BY subject_id, created_at
+"""
 SELECT_SUBJECT_BY_HASHES = """
 SELECT subject_id FROM identifier_lookup WHERE lookup_hash = ANY($1::bytea[]) LIMIT 1
 """
@@ -158,6 +165,10 @@ async def insert_decisions(
         for c, subject_id, d in zip(checks, subject_ids, decisions, strict=True)
     ]
     await conn.copy_records_to_table("decisions", columns=DECISION_COLUMNS, records=records)
+
+
+async def a_hash_per_subject(conn: asyncpg.Connection, subject_ids: list[UUID]) -> dict[UUID, bytes]:
+    return {row[0]: row[1] for row in await conn.fetch(SELECT_A_HASH_PER_SUBJECT, subject_ids)}
 
 
 async def subject_of(conn: asyncpg.Connection, hashes: list[bytes]) -> UUID | None:

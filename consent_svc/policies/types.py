@@ -58,6 +58,9 @@ class GpcRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     honour_from: date
     overrides_grant: bool = False
     """The signal beats an earlier business-specific "allow" (CCPA regs 7025(c)(3))."""
+    binds_consumer: bool = False
+    """The signal is the known consumer's opt-out, not only this request's (CCPA regs 7025(c)(1)), and its later
+    absence is no opt-in (7025(c)(5)): the service records it in the ledger as a refusal of these purposes."""
     source: Text = ""
 
 

@@ -358,3 +358,55 @@ async def test_workers_making_partitions_at_once_do_not_collide(db_url, conn):
         "SELECT count(*) FROM pg_inherits WHERE inhparent = 'decisions'::regclass AND inhrelid::regclass::text <> 'decisions_default'"
     )
     assert made == 7  # this month and six ahead
+
+
+async def gpc_records(client, headers, subject_id, want, timeout=5.0):
+    """The subject's GPC-sourced records, once there are `want` of them (they are written after the answer)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        history = (await client.get(f"/v1/subjects/{subject_id}/consents", headers=headers)).json()["records"]
+        found = [r for r in history if r["source"]["method"] == "gpc_signal"]
+        if len(found) >= want or asyncio.get_running_loop().time() > deadline:
+            return found
+        await asyncio.sleep(0.05)
+
+
+async def test_gpc_opts_the_known_california_consumer_out_for_later_requests_too(client, admin):
+    """CCPA regs 7025(c)(1) and (c)(5): the signal opts out the known consumer; its later absence is no opt-in."""
+    (receipt,) = await write(client, admin, record(purpose="email_marketing", region="US-CA", at=iso(-60)))
+    with_signal = await decide(client, admin, check(purpose="sale", region="US-CA", gpc=True))
+    assert (with_signal["allowed"], with_signal["reason"]) == (False, "gpc_opt_out")
+    found = await gpc_records(client, admin, receipt["subject_id"], want=3)
+    assert sorted(r["purpose"] for r in found) == ["sale", "share", "targeted_advertising"]
+    assert {r["status"] for r in found} == {"denied"}
+    assert {r["proof"]["decision_id"] for r in found} == {with_signal["decision_id"]}
+    for purpose in ("sale", "share", "targeted_advertising"):
+        later = await decide(client, admin, check(purpose=purpose, region="US-CA"))
+        assert (later["allowed"], later["reason"]) == (False, "consent_denied"), purpose
+    # The consumer may still opt back in: a later grant wins by collection time.
+    await write(client, admin, record(purpose="sale", region="US-CA", at=iso(1)))
+    assert (await decide(client, admin, check(purpose="sale", region="US-CA")))["reason"] == "consent_granted"
+
+
+async def test_gpc_of_an_unknown_consumer_creates_no_subject(client, admin):
+    answer = await decide(
+        client, admin, check(email="nobody@example.com", purpose="sale", region="US-CA", gpc=True)
+    )
+    assert answer["reason"] == "gpc_opt_out"
+    await asyncio.sleep(0.3)
+    lookup = await client.post(
+        "/v1/subjects/lookup",
+        json={"identifiers": [{"type": "email", "value": "nobody@example.com"}]},
+        headers=admin,
+    )
+    assert lookup.status_code == 404
+
+
+async def test_gpc_where_the_law_binds_only_the_request_records_nothing(client, admin):
+    (receipt,) = await write(client, admin, record(purpose="email_marketing", region="US-CO", at=iso(-60)))
+    answer = await decide(client, admin, check(purpose="sale", region="US-CO", gpc=True))
+    assert answer["reason"] == "gpc_opt_out"
+    assert await gpc_records(client, admin, receipt["subject_id"], want=1, timeout=0.5) == []
+    assert (await decide(client, admin, check(purpose="sale", region="US-CO")))[
+        "reason"
+    ] == "opt_out_default_allow"
