@@ -46,14 +46,18 @@ class Service:
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"service exited with {self.proc.returncode}"
+            assert self.proc.poll() is None, f"service exited with {self.proc.returncode}:\n{self.log_tail()}"
             try:
                 if self.call("GET", "/health/ready")[0] == 200:
                     return self
             except OSError:
                 pass
             time.sleep(0.2)
-        raise TimeoutError("service not ready")
+        raise TimeoutError(f"service not ready:\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        self.log.flush()
+        return (self.data_dir / "service.log").read_text(errors="replace")[-3000:]
 
     def kill9(self) -> None:
         os.killpg(self.proc.pid, signal.SIGKILL)
