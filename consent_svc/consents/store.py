@@ -261,12 +261,13 @@ async def _advance_state(
     created: frozenset[int],
 ) -> None:
     # One row per (subject, purpose): an upsert may not touch the same row twice. Within a batch the
-    # later collected_at wins, and for equal times the later position in the batch.
+    # later collected_at wins; for equal times a refusal beats a grant (as a replay orders them), then the
+    # later position in the batch.
     latest: dict[tuple[int, str], tuple[int, UUID]] = {}
     for i, record_id in fresh:
         key = (groups[i], records[i].purpose)
         held = latest.get(key)
-        if held is None or records[i].collected_at >= records[held[0]].collected_at:
+        if held is None or _precedence(records[i]) >= _precedence(records[held[0]]):
             latest[key] = (i, record_id)
     new_rows, upserts = [], []
     for (group, purpose), (i, record_id) in latest.items():
@@ -279,6 +280,14 @@ async def _advance_state(
     if upserts:
         upserts.sort(key=lambda row: (row[0].bytes, row[1]))
         await conn.execute(UPSERT_STATE, *map(list, zip(*upserts, strict=True)))
+
+
+# Ties in collected_at within one arrival: withdrawn over denied over granted (SELECT_STATES_AT says the same).
+STATUS_RANK = {"granted": 0, "denied": 1, "withdrawn": 2}
+
+
+def _precedence(record: PreparedRecord) -> tuple[datetime, int]:
+    return record.collected_at, STATUS_RANK[record.status]
 
 
 async def subject_view(conn: asyncpg.Connection, keys: crypto.Keys, subject_id: UUID) -> SubjectView | None:

@@ -11,14 +11,22 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from uuid import UUID
 
 import asyncpg
 
 from consent_svc import crypto, ids
 from consent_svc.consents.identity import IdentifierError, normalize
-from consent_svc.consents.ledger import MAX_ERRORS_REPORTED, RecordRules, prepared, record_batch
+from consent_svc.consents.ledger import (
+    MAX_ERRORS_REPORTED,
+    MAX_YEAR,
+    MIN_YEAR,
+    OUT_OF_RANGE,
+    RecordRules,
+    prepared,
+    record_batch,
+)
 from consent_svc.consents.types import Source
 from consent_svc.decisions import store
 from consent_svc.decisions.engine import Rulebook
@@ -31,7 +39,7 @@ from consent_svc.decisions.types import (
     ReplayedDecision,
     ReplayRequest,
 )
-from consent_svc.errors import FieldError, InvalidInput, NotFound, ProblemError, Unavailable
+from consent_svc.errors import Conflict, FieldError, InvalidInput, NotFound, ProblemError, Unavailable
 from consent_svc.policies import store as policy_store
 from consent_svc.policies.load import UNKNOWN_REGION, build_policies, canonical_region
 
@@ -44,6 +52,15 @@ DATABASE_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg
 
 
 GPC_SOURCE = Source(system="consent-svc", touchpoint="consent check", method="gpc_signal")
+
+
+def two_subjects(items: list[int]) -> Conflict:
+    where = ", ".join(f"items[{i}]" for i in items)
+    return Conflict(
+        f"{where + ': ' if where else ''}the identifiers belong to different subjects; check each subject on its own",
+        title="Identifiers belong to different subjects",
+        errors=[FieldError(f"items[{i}].subject.identifiers", "names two subjects") for i in items],
+    )
 
 
 def unrecorded() -> Unavailable:
@@ -158,24 +175,37 @@ class Decider:
                 raise
         else:
             for (_, future), decision in zip(batch, decisions, strict=True):
-                if not future.done():  # the caller may have gone away; its decision is recorded anyway
+                if future.done():  # the caller may have gone away; its decision is recorded anyway
+                    continue
+                if isinstance(decision, Conflict):
+                    future.set_exception(decision)
+                else:
                     future.set_result(decision)
         finally:
             self._in_flight -= 1
             if self._pending:
                 self._schedule()
 
-    async def decide_and_record(self, rows: list[CheckRow]) -> list[Decision]:
-        """Decide every check on one connection and record them all in one committed statement."""
+    async def decide_and_record(
+        self, rows: list[CheckRow], all_or_nothing: bool = False
+    ) -> list[Decision | Conflict]:
+        """Decide every check on one connection and record them all in one committed statement. A check
+        whose identifiers name two subjects gets a Conflict instead (with all_or_nothing: raised, and
+        nothing recorded)."""
         rulebook, refs = self.rulebook, self.policy_refs
         needed = [rulebook.purposes_needed(r.purpose, r.context) for r in rows]
         async with self.pool.acquire() as conn:
             unix_ms = ids.now_ms()
             at = store.ms_time(unix_ms)
-            states = await store.current_states(conn, rows, needed)
+            states, conflicting = await store.current_states(conn, rows, needed)
+            if conflicting and all_or_nothing:
+                raise two_subjects(sorted(conflicting))
             decision_ids = ids.uuid7s(len(rows), unix_ms)
-            answers = []
+            answers: list[Decision | Conflict] = []
             for i, row in enumerate(rows):
+                if i in conflicting:
+                    answers.append(two_subjects([]))
+                    continue
                 outcome = rulebook.decide(row.region, row.purpose, row.context, states[i][1], at)
                 answers.append(
                     Decision(
@@ -189,11 +219,20 @@ class Decider:
                         at,
                     )
                 )
-            await store.insert_decisions(conn, at, rulebook.version, rows, [s[0] for s in states], answers)
+            kept = [i for i in range(len(rows)) if i not in conflicting] if conflicting else range(len(rows))
+            await store.insert_decisions(
+                conn,
+                at,
+                rulebook.version,
+                [rows[i] for i in kept],
+                [states[i][0] for i in kept],
+                [answers[i] for i in kept],
+            )
         signals = {
             states[i][0]: (rows[i], answer)
             for i, answer in enumerate(answers)
-            if answer.reason == "gpc_opt_out"
+            if isinstance(answer, Decision)
+            and answer.reason == "gpc_opt_out"
             and states[i][0] is not None
             and self._gpc_binds(answer.policy.regime)
         }
@@ -211,10 +250,16 @@ class Decider:
         """A GPC signal from a known consumer, where the regime says it opts that consumer out (CCPA regs
         7025(c)(1)), becomes a refusal in the ledger for every purpose the signal covers, with the decision as
         proof: a later request without the signal is no opt-in (7025(c)(5)), and downstream systems learn of
-        it like any refusal. Written after the answer (the decision row already holds the signal); if this
-        write is lost, the consumer's next signal makes it again."""
+        it like any refusal. A grant the consumer gave after an earlier signal had refused (consent asked for
+        after the conflict, regs 7025(c)(3)) is not overwritten; the signal still denies the request that
+        carries it. Written after the answer (the decision row already holds the signal); if this write is
+        lost, the consumer's next signal makes it again."""
         try:
             async with self.pool.acquire() as conn:
+                regranted = await store.regranted_after_gpc(
+                    conn, [(s, row.purpose) for s, (row, _) in signals.items()]
+                )
+                signals = {s: signal for s, signal in signals.items() if s not in regranted}
                 hashes = await store.a_hash_per_subject(conn, list(signals))
             records = [
                 prepared(
@@ -236,24 +281,34 @@ class Decider:
         except (*DATABASE_ERRORS, ProblemError) as exc:
             log.warning("GPC opt-out not recorded, the next signal will: %s", type(exc).__name__)
 
+    async def record_batch(self, rows: list[CheckRow]) -> list[Decision]:
+        """A batch: all decided and recorded in one commit, or a 503 and no answer."""
+        try:
+            return await self.decide_and_record(rows, all_or_nothing=True)  # type: ignore[return-value]
+        except DATABASE_ERRORS as exc:
+            log.warning("decisions not recorded: %s", type(exc).__name__)
+            raise unrecorded() from None
+
     # -- replays ------------------------------------------------------------------------------------------
 
     async def replay(self, request: ReplayRequest, api_key_id: str) -> ReplayedDecision:
+        if not MIN_YEAR <= request.at.year <= MAX_YEAR:
+            raise InvalidInput(f"at: {OUT_OF_RANGE}", errors=[FieldError("at", OUT_OF_RANGE)])
+        at = request.at.astimezone(UTC)  # dated rules start on UTC days, as for live checks
         row = self.prepare(request, api_key_id)
         async with self.pool.acquire() as conn:
-            rulebook = await self._rulebook_for(conn, request.policy_version, request.at)
+            rulebook = await self._rulebook_for(conn, request.policy_version, at)
             subject_id = row.subject_id
             if subject_id is None and row.hashes:
-                subject_id = await store.subject_of(conn, row.hashes)
+                found = await store.subjects_of(conn, row.hashes)
+                if len(found) > 1:
+                    raise two_subjects([])
+                subject_id = found[0] if found else None
             needed = rulebook.purposes_needed(row.purpose, row.context)
-            held = (
-                await store.states_at(conn, subject_id, needed, request.at, request.as_known)
-                if subject_id
-                else {}
-            )
+            held = await store.states_at(conn, subject_id, needed, at, request.as_known) if subject_id else {}
         if row.purpose not in rulebook.policies.purpose_ids:
             raise InvalidInput(f"purpose: `{row.purpose}` is not in policy version {rulebook.version}")
-        outcome = rulebook.decide(row.region, row.purpose, row.context, held, request.at)
+        outcome = rulebook.decide(row.region, row.purpose, row.context, held, at)
         return ReplayedDecision(
             allowed=outcome.allowed,
             reason=outcome.reason,
@@ -261,7 +316,7 @@ class Decider:
             region=row.region,
             policy=PolicyRef(outcome.regime, rulebook.version, outcome.regime_version),
             consent_record_id=outcome.record_id,
-            at=request.at,
+            at=at,
             as_known=request.as_known,
         )
 

@@ -41,7 +41,7 @@ class DecisionController(Controller):
         ),
         dto=json_body(CheckRequest),
         return_dto=None,
-        responses=problem_responses(413, 422),
+        responses=problem_responses(409, 413, 422),
     )
     async def check(
         self, request: Request, data: JSONBody[CheckRequest], decider: NamedDependency[Decider]
@@ -56,13 +56,13 @@ class DecisionController(Controller):
         description="Every item is decided and recorded as a live decision, all in one commit.",
         dto=json_body(BatchCheckRequest),
         return_dto=None,
-        responses=problem_responses(413, 422),
+        responses=problem_responses(409, 413, 422),
     )
     async def check_batch(
         self, request: Request, data: JSONBody[BatchCheckRequest], decider: NamedDependency[Decider]
     ) -> BatchDecisions:
         rows = decider.prepare_batch(data.items, request.state.api_key_id)
-        return BatchDecisions(results=await decider.decide_and_record(rows))
+        return BatchDecisions(results=await decider.record_batch(rows))
 
     @post(
         "/replay",
@@ -76,7 +76,7 @@ class DecisionController(Controller):
         ),
         dto=json_body(ReplayRequest),
         return_dto=None,
-        responses=problem_responses(404, 413, 422),
+        responses=problem_responses(404, 409, 413, 422),
     )
     async def replay(
         self, request: Request, data: JSONBody[ReplayRequest], decider: NamedDependency[Decider]

@@ -13,6 +13,9 @@ from consent_svc.decisions.engine import Context, Reason
 
 MAX_BATCH_ITEMS = 10_000
 PurposeName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+PolicyVersion = Annotated[
+    str, msgspec.Meta(pattern=r"^[A-Za-z0-9.+_-]{1,80}$", description="e.g. 2026-11-23+3f2a9c1b7d4e")
+]
 
 
 class SubjectRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
@@ -45,7 +48,7 @@ class ReplayRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=
     """The moment to answer for."""
     region: RegionCode | None = None
     context: Context = Context()
-    policy_version: Annotated[str, msgspec.Meta(max_length=80)] | None = None
+    policy_version: PolicyVersion | None = None
     """A stored policy version; default: the one in force at `at`."""
     as_known: bool = False
     """Only the records the service had received by `at` (what it would have answered then); by default

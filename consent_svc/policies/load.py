@@ -16,6 +16,7 @@ UNKNOWN_REGION = "ZZ"
 PURPOSES_FILE = "purposes.toml"
 REGIONS_FILE = "regions.toml"
 REGIMES_DIR = "regimes"
+MAX_PURPOSES = 255
 
 
 class PolicyError(Exception):
@@ -120,6 +121,10 @@ def build_policies(files: dict[str, str]) -> Policies:
         declared[regime.id] = (name, regime)
 
     purpose_ids = set()
+    if (
+        len(purposes.purposes) > MAX_PURPOSES
+    ):  # a check names its purposes in one byte each (decisions/store.py)
+        problems.append(f"{PURPOSES_FILE}: at most {MAX_PURPOSES} purposes")
     for purpose in purposes.purposes:
         if purpose.id in purpose_ids:
             problems.append(
@@ -179,6 +184,10 @@ def _check_regime(
                         f"{_where_in_rule(name, text, index, purpose)}: purpose `{purpose}` has two models"
                     )
                 base.add(purpose)
+        if rule.valid_from is None and rule.valid_to is not None:
+            problems.append(
+                f"{_where(name, text, 'valid_to')}: a base model (no valid_from) cannot end; add a dated rule"
+            )
         if rule.valid_from and rule.valid_to and rule.valid_to <= rule.valid_from:
             problems.append(f"{_where(name, text, 'valid_to')}: valid_to must be after valid_from")
     if regime.gpc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import asyncpg
 import msgspec
 from litestar import Controller, get
@@ -12,6 +14,8 @@ from consent_svc.errors import NotFound, problem_responses
 from consent_svc.policies import store
 from consent_svc.policies.store import VersionSummary
 from consent_svc.policies.types import Policies, PurposeCatalogue, Regime
+
+VERSION_SHAPE = re.compile(r"[A-Za-z0-9.+_-]{1,80}")
 
 
 class PolicySet(msgspec.Struct, frozen=True):
@@ -73,8 +77,12 @@ class PolicyController(Controller):
         responses=problem_responses(404),
     )
     async def get_version(self, version: FromPath[str], pool: NamedDependency[asyncpg.Pool]) -> PolicyFiles:
-        async with pool.acquire() as conn:
-            files = await store.files_of(conn, version)
+        files = None
+        if VERSION_SHAPE.fullmatch(
+            version
+        ):  # anything else (a NUL, say) names no version and never reaches SQL
+            async with pool.acquire() as conn:
+                files = await store.files_of(conn, version)
         if files is None:
             raise NotFound("No such policy version")
         return PolicyFiles(version=version, files=files)

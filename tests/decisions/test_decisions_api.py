@@ -410,3 +410,117 @@ async def test_gpc_where_the_law_binds_only_the_request_records_nothing(client, 
     assert (await decide(client, admin, check(purpose="sale", region="US-CO")))[
         "reason"
     ] == "opt_out_default_allow"
+
+
+async def test_a_grant_given_after_a_gpc_refusal_is_not_overwritten_by_the_next_signal(client, admin):
+    """CCPA regs 7025(c)(3): the business may ask again after the conflict; a consent given then stands."""
+    (receipt,) = await write(client, admin, record(purpose="sale", region="US-CA", at=iso(-60)))
+    await decide(client, admin, check(purpose="sale", region="US-CA", gpc=True))
+    assert len(await gpc_records(client, admin, receipt["subject_id"], want=3)) == 3
+    await write(client, admin, record(purpose="sale", region="US-CA", at=iso(1)))
+    again = await decide(client, admin, check(purpose="sale", region="US-CA", gpc=True))
+    assert again["reason"] == "gpc_opt_out"  # the request carrying the signal is still opted out
+    await asyncio.sleep(0.5)
+    assert len(await gpc_records(client, admin, receipt["subject_id"], want=4, timeout=0.5)) == 3
+    later = await decide(client, admin, check(purpose="sale", region="US-CA"))
+    assert later["reason"] == "consent_granted"
+
+
+async def test_identifiers_of_two_subjects_are_a_409_not_a_guess(client, admin, conn):
+    await write(
+        client,
+        admin,
+        record(email="a@example.com", purpose="personalization", status="withdrawn", region="DE", at=iso(-5)),
+    )
+    await write(
+        client, admin, record(email="b@example.com", purpose="personalization", region="DE", at=iso(-5))
+    )
+    both = {"type": "email", "value": "a@example.com"}, {"type": "email", "value": "b@example.com"}
+    for order in (both, both[::-1]):
+        body = {"subject": {"identifiers": list(order)}, "purpose": "personalization", "region": "DE"}
+        response = await client.post("/v1/decisions", json=body, headers=admin)
+        assert response.status_code == 409, response.text
+        replay = await client.post("/v1/decisions/replay", json={**body, "at": iso()}, headers=admin)
+        assert replay.status_code == 409
+    batch_body = {
+        "items": [
+            check(email="c@example.com"),
+            {"subject": {"identifiers": list(both)}, "purpose": "personalization", "region": "DE"},
+        ]
+    }
+    response = await client.post("/v1/decisions/batch", json=batch_body, headers=admin)
+    assert response.status_code == 409
+    assert [e["field"] for e in response.json()["errors"]] == ["items[1].subject.identifiers"]
+    assert await conn.fetchval("SELECT count(*) FROM decisions") == 0
+
+
+async def test_checks_sharing_a_round_trip_with_a_conflicting_one_are_answered(client, admin):
+    await write(
+        client, admin, record(email="a@example.com", purpose="personalization", region="DE", at=iso(-5))
+    )
+    await write(
+        client, admin, record(email="b@example.com", purpose="personalization", region="DE", at=iso(-5))
+    )
+    bad = {
+        "subject": {
+            "identifiers": [
+                {"type": "email", "value": "a@example.com"},
+                {"type": "email", "value": "b@example.com"},
+            ]
+        },
+        "purpose": "personalization",
+        "region": "DE",
+    }
+    responses = await asyncio.gather(
+        *(
+            client.post("/v1/decisions", json=bad if i == 3 else check(email="a@example.com"), headers=admin)
+            for i in range(8)
+        )
+    )
+    assert [r.status_code for r in responses] == [200, 200, 200, 409, 200, 200, 200, 200]
+
+
+async def test_a_tie_in_collection_time_is_settled_the_same_live_and_in_replay(client, admin):
+    at = iso(-30)
+    await write(
+        client,
+        admin,
+        record(purpose="personalization", region="DE", at=at),
+        record(purpose="personalization", status="withdrawn", region="DE", at=at),
+        record(purpose="personalization", region="DE", at=at, source={"system": "other"}),
+    )
+    live = await decide(client, admin, check())
+    replay = (await client.post("/v1/decisions/replay", json={**check(), "at": iso()}, headers=admin)).json()
+    assert (live["reason"], replay["reason"]) == ("consent_withdrawn", "consent_withdrawn")
+
+
+async def test_replay_reads_at_in_utc(client, admin):
+    """The DSA ban on profiling ads to minors starts on 2024-02-17 (a UTC day), however the instant is written."""
+    body = {**check(purpose="targeted_advertising", age=17), "context": {"age": 17}}
+    early = (
+        await client.post(
+            "/v1/decisions/replay", json={**body, "at": "2024-02-16T23:30:00-05:00"}, headers=admin
+        )
+    ).json()
+    same = (
+        await client.post("/v1/decisions/replay", json={**body, "at": "2024-02-17T04:30:00Z"}, headers=admin)
+    ).json()
+    assert early["reason"] == same["reason"] == "minor_prohibited"
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"at": "0001-01-01T00:00:00+01:00"}, 422),
+        ({"at": "9999-12-31T23:59:59-01:00"}, 422),
+        ({"at": "2026-01-01T00:00:00Z", "policy_version": "a\u0000b"}, 422),
+    ],
+)
+async def test_replay_input_out_of_range_is_a_4xx(client, admin, body, status):
+    response = await client.post("/v1/decisions/replay", json={**check(), **body}, headers=admin)
+    assert response.status_code == status, response.text
+
+
+async def test_a_policy_version_with_odd_characters_is_404(client, admin):
+    response = await client.get("/v1/policies/versions/a%00b", headers=admin)
+    assert response.status_code == 404

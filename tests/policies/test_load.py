@@ -258,3 +258,15 @@ def test_an_empty_validity_window_on_a_minors_rule_is_refused():
         "regimes/us_ct.toml", "valid_from = 2024-10-01", "valid_from = 2024-10-01\nvalid_to = 2024-10-01"
     )
     assert any("valid_to must be after valid_from" in problem for problem in problems(files))
+
+
+def test_a_base_model_that_ends_is_refused():
+    """Without a rule after it, the purpose would have no model at all from that day on."""
+    files = edited("regimes/us_va.toml", 'model = "opt_in"', 'model = "opt_in"\nvalid_to = 2030-01-01')
+    assert any("a base model (no valid_from) cannot end" in p for p in problems(files))
+
+
+def test_more_purposes_than_a_check_can_name_are_refused():
+    extra = "".join(f'\n[[purposes]]\nid = "p{i:03d}"\ntitle = "P{i}"\n' for i in range(250))
+    files = {**FILES, "purposes.toml": FILES["purposes.toml"] + extra}
+    assert any("at most 255 purposes" in p for p in problems(files))
