@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 import asyncpg
+import msgspec
 
 from consent_svc import crypto, ids
 from consent_svc.consents.identity import IdentifierError, normalize
@@ -219,6 +220,7 @@ class Decider:
                         at,
                     )
                 )
+            await self._honour_consent_after_gpc_conflict(conn, rows, states, answers)
             kept = [i for i in range(len(rows)) if i not in conflicting] if conflicting else range(len(rows))
             await store.insert_decisions(
                 conn,
@@ -242,6 +244,34 @@ class Decider:
             task.add_done_callback(self._tasks.discard)
         return answers
 
+    async def _honour_consent_after_gpc_conflict(
+        self,
+        conn: asyncpg.Connection,
+        rows: list[CheckRow],
+        states: list[tuple[UUID | None, dict]],
+        answers: list[Decision | Conflict],
+    ) -> None:
+        """CCPA regs 7025(c)(3): the signal beats an earlier business-specific allow, but the business may tell
+        the consumer of the conflict and ask for consent; a grant given after the signal was recorded as a
+        refusal is that consent, and stands although the browser still sends the signal. Only checks the
+        signal denied over a grant, in a regime where it binds the consumer, cost this extra read."""
+        overridden = [
+            i
+            for i, answer in enumerate(answers)
+            if isinstance(answer, Decision)
+            and answer.reason == "gpc_opt_out"
+            and answer.consent_record_id is not None
+            and self._gpc_binds(answer.policy.regime)
+        ]
+        if not overridden:
+            return
+        regranted = await store.regranted_after_gpc(
+            conn, [(states[i][0], rows[i].purpose) for i in overridden]
+        )
+        for i in overridden:
+            if states[i][0] in regranted:
+                answers[i] = msgspec.structs.replace(answers[i], allowed=True, reason="consent_granted")
+
     def _gpc_binds(self, regime_id: str) -> bool:
         gpc = self.rulebook.policies.regimes[regime_id].gpc
         return gpc is not None and gpc.binds_consumer
@@ -251,8 +281,7 @@ class Decider:
         7025(c)(1)), becomes a refusal in the ledger for every purpose the signal covers, with the decision as
         proof: a later request without the signal is no opt-in (7025(c)(5)), and downstream systems learn of
         it like any refusal. A grant the consumer gave after an earlier signal had refused (consent asked for
-        after the conflict, regs 7025(c)(3)) is not overwritten; the signal still denies the request that
-        carries it. Written after the answer (the decision row already holds the signal); if this write is
+        after the conflict, regs 7025(c)(3)) is not overwritten, and stands. Written after the answer (the decision row already holds the signal); if this write is
         lost, the consumer's next signal makes it again."""
         try:
             async with self.pool.acquire() as conn:

@@ -413,13 +413,17 @@ async def test_gpc_where_the_law_binds_only_the_request_records_nothing(client, 
 
 
 async def test_a_grant_given_after_a_gpc_refusal_is_not_overwritten_by_the_next_signal(client, admin):
-    """CCPA regs 7025(c)(3): the business may ask again after the conflict; a consent given then stands."""
+    """CCPA regs 7025(c)(3): the business may ask again after the conflict; a consent given then stands,
+    even while the signal is still sent, and the next signal does not overwrite it."""
     (receipt,) = await write(client, admin, record(purpose="sale", region="US-CA", at=iso(-60)))
     await decide(client, admin, check(purpose="sale", region="US-CA", gpc=True))
     assert len(await gpc_records(client, admin, receipt["subject_id"], want=3)) == 3
     await write(client, admin, record(purpose="sale", region="US-CA", at=iso(1)))
     again = await decide(client, admin, check(purpose="sale", region="US-CA", gpc=True))
-    assert again["reason"] == "gpc_opt_out"  # the request carrying the signal is still opted out
+    assert (again["allowed"], again["reason"]) == (
+        True,
+        "consent_granted",
+    )  # asked after the conflict: it stands
     await asyncio.sleep(0.5)
     assert len(await gpc_records(client, admin, receipt["subject_id"], want=4, timeout=0.5)) == 3
     later = await decide(client, admin, check(purpose="sale", region="US-CA"))
