@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -95,6 +96,31 @@ class InvalidInput(ProblemError):
     status = 422
     slug = "validation"
     default_title = "The request is not valid"
+
+
+MAX_ERRORS_REPORTED = 50
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+def each_valid(items: Iterable[T], prepare: Callable[[int, T], U], consequence: str) -> list[U]:
+    """prepare(i, item) for every item of a batch, or one InvalidInput naming up to MAX_ERRORS_REPORTED bad
+    fields of them all (`consequence`: what did not happen, e.g. "nothing was stored")."""
+    prepared, errors = [], []
+    for i, item in enumerate(items):
+        try:
+            prepared.append(prepare(i, item))
+        except InvalidInput as exc:
+            errors.extend(FieldError(**e) for e in exc.extra["errors"])
+            if len(errors) >= MAX_ERRORS_REPORTED:
+                break
+    if errors:
+        shown = errors[:MAX_ERRORS_REPORTED]
+        raise InvalidInput(
+            f"{len(shown)} problem(s) in the batch; {consequence}. First: {shown[0].field}: {shown[0].message}",
+            errors=shown,
+        )
+    return prepared
 
 
 class Unauthorized(ProblemError):

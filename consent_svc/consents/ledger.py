@@ -12,12 +12,11 @@ from consent_svc import crypto, idempotency
 from consent_svc.consents.identity import IdentifierError, SubjectConflict, normalize
 from consent_svc.consents.store import PreparedRecord, SubjectErased, insert_records, source_id
 from consent_svc.consents.types import BatchReceipt, ConsentBatch, ConsentRecordIn, Identifier, Source, Status
-from consent_svc.errors import Conflict, FieldError, InvalidInput, Unavailable
+from consent_svc.errors import Conflict, FieldError, InvalidInput, Unavailable, each_valid
 from consent_svc.policies.load import canonical_region
 from consent_svc.policies.types import Policies
 from consent_svc.settings import Settings
 
-MAX_ERRORS_REPORTED = 50
 RACE_RETRIES = 5
 # Far enough from datetime's limits that no UTC offset overflows, wide enough for any real consent.
 MIN_YEAR, MAX_YEAR = 1900, 9000
@@ -137,21 +136,11 @@ def prepared(
 
 
 def prepare_batch(batch: ConsentBatch, rules: RecordRules, now: datetime) -> list[PreparedRecord]:
-    prepared, errors = [], []
-    for i, record in enumerate(batch.records):
-        try:
-            prepared.append(prepare_record(record, rules, now, where=f"records[{i}]."))
-        except InvalidInput as exc:
-            errors.extend(FieldError(**e) for e in exc.extra["errors"])
-            if len(errors) >= MAX_ERRORS_REPORTED:
-                break
-    if errors:
-        shown = errors[:MAX_ERRORS_REPORTED]
-        raise InvalidInput(
-            f"{len(shown)} problem(s) in the batch; nothing was stored. First: {shown[0].field}: {shown[0].message}",
-            errors=shown,
-        )
-    return prepared
+    return each_valid(
+        batch.records,
+        lambda i, record: prepare_record(record, rules, now, where=f"records[{i}]."),
+        "nothing was stored",
+    )
 
 
 async def record_batch(

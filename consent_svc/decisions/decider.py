@@ -20,7 +20,6 @@ import msgspec
 from consent_svc import crypto, ids
 from consent_svc.consents.identity import IdentifierError, normalize
 from consent_svc.consents.ledger import (
-    MAX_ERRORS_REPORTED,
     MAX_YEAR,
     MIN_YEAR,
     OUT_OF_RANGE,
@@ -40,7 +39,15 @@ from consent_svc.decisions.types import (
     ReplayedDecision,
     ReplayRequest,
 )
-from consent_svc.errors import Conflict, FieldError, InvalidInput, NotFound, ProblemError, Unavailable
+from consent_svc.errors import (
+    Conflict,
+    FieldError,
+    InvalidInput,
+    NotFound,
+    ProblemError,
+    Unavailable,
+    each_valid,
+)
 from consent_svc.policies import store as policy_store
 from consent_svc.policies.load import UNKNOWN_REGION, build_policies, canonical_region
 
@@ -119,22 +126,7 @@ class Decider:
         return CheckRow(hashes, request.subject.id, request.purpose, region, request.context, api_key_id)
 
     def prepare_batch(self, items: list[CheckRequest], api_key_id: str) -> list[CheckRow]:
-        """Every item valid, or InvalidInput naming up to MAX_ERRORS_REPORTED bad fields; nothing is decided."""
-        rows, errors = [], []
-        for i, item in enumerate(items):
-            try:
-                rows.append(self.prepare(item, api_key_id, i))
-            except InvalidInput as exc:
-                errors.extend(FieldError(**e) for e in exc.extra["errors"])
-                if len(errors) >= MAX_ERRORS_REPORTED:
-                    break
-        if errors:
-            shown = errors[:MAX_ERRORS_REPORTED]
-            raise InvalidInput(
-                f"{len(shown)} problem(s) in the batch; nothing was decided. First: {shown[0].field}: {shown[0].message}",
-                errors=shown,
-            )
-        return rows
+        return each_valid(items, lambda i, item: self.prepare(item, api_key_id, i), "nothing was decided")
 
     # -- live checks --------------------------------------------------------------------------------------
 

@@ -8,9 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 CLI = str(Path(sys.executable).parent / "consent-svc")
@@ -58,6 +60,23 @@ class Service:
     def log_tail(self) -> str:
         self.log.flush()
         return (self.data_dir / "service.log").read_text(errors="replace")[-3000:]
+
+    def kill9_under_load(
+        self, work: Callable[[threading.Event, str], None], threads: int, rounds: int = 3
+    ) -> None:
+        """`rounds` times: `threads` callers run work(stop, tag) for a second, then the service is killed -9 with
+        calls in flight, and restarted."""
+        for round_ in range(rounds):
+            stop = threading.Event()
+            callers = [threading.Thread(target=work, args=(stop, f"r{round_}t{t}")) for t in range(threads)]
+            for caller in callers:
+                caller.start()
+            time.sleep(1.0)
+            self.kill9()
+            stop.set()
+            for caller in callers:
+                caller.join()
+            self.start()
 
     def kill9(self) -> None:
         os.killpg(self.proc.pid, signal.SIGKILL)

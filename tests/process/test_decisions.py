@@ -4,7 +4,6 @@ no decision that was answered is lost to kill -9."""
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -72,20 +71,7 @@ def checker(svc: Service, key: str, answered: list[str], stop: threading.Event, 
 async def test_decisions_answered_before_kill9_are_all_recorded(service, db_url):
     key = service.key("decisions:check")
     answered: list[str] = []
-    for round_ in range(3):
-        stop = threading.Event()
-        threads = [
-            threading.Thread(target=checker, args=(service, key, answered, stop, f"r{round_}c{t}"))
-            for t in range(8)
-        ]
-        for t in threads:
-            t.start()
-        time.sleep(1.0)
-        service.kill9()  # under load: checks are in flight
-        stop.set()
-        for t in threads:
-            t.join()
-        service.start()
+    service.kill9_under_load(lambda stop, tag: checker(service, key, answered, stop, tag), threads=8)
     assert len(answered) >= 100, "checks should have been answered before the kill"
     conn = await asyncpg.connect(db_url)
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import asyncpg
 import pytest
@@ -30,20 +29,7 @@ def writer(svc: Service, key: str, acked: list[str], stop: threading.Event, tag:
 async def test_records_acknowledged_before_kill9_survive_restart(service, db_url):
     key = service.key("consents:write")
     acked: list[str] = []
-    for round_ in range(3):
-        stop = threading.Event()
-        threads = [
-            threading.Thread(target=writer, args=(service, key, acked, stop, f"r{round_}w{t}"))
-            for t in range(4)
-        ]
-        for t in threads:
-            t.start()
-        time.sleep(1.0)
-        service.kill9()  # under load: calls are in flight
-        stop.set()
-        for t in threads:
-            t.join()
-        service.start()
+    service.kill9_under_load(lambda stop, tag: writer(service, key, acked, stop, tag), threads=4)
     assert len(acked) >= 200, "the writers should have been acknowledged before the kill"
     conn = await asyncpg.connect(db_url)
     try:
