@@ -18,6 +18,8 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 
 from consent_svc import crypto, db, errors, idempotency, telemetry
+from consent_svc.audit.integrator import Integrator
+from consent_svc.audit.routes import AuditController
 from consent_svc.auth import KeyRing, RequireScope
 from consent_svc.consents.ledger import RecordRules
 from consent_svc.consents.routes import ConsentController
@@ -39,13 +41,13 @@ PARTITION_MONTHS_AHEAD = 2
 
 async def _housekeeping(pool: asyncpg.Pool, settings: Settings) -> None:
     """Drop idempotency keys past retention (an expired key is already free to reuse; this frees the space),
-    and keep the next months' decision partitions made ahead of time."""
+    and keep the next months' audit log partitions made ahead of time."""
     while True:
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
         try:
             async with pool.acquire() as conn:
                 await idempotency.delete_expired(conn, settings.idempotency_ttl_hours)
-                await conn.execute("SELECT ensure_decision_partitions($1)", PARTITION_MONTHS_AHEAD)
+                await conn.execute("SELECT ensure_audit_partitions($1)", PARTITION_MONTHS_AHEAD)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("housekeeping skipped: %s", type(exc).__name__)
 
@@ -80,6 +82,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     keys = crypto.load_keys(settings)
     rules = RecordRules.of(policies, keys, settings)
     decider = Decider(Rulebook(policies), rules, keys)  # gets its pool when the lifespan opens it
+    signer = crypto.load_signing_key(settings)
+    integrator = Integrator(signer, settings.audit_checkpoint_seconds)
     signals = telemetry.configure()
 
     _tune_gc()
@@ -91,15 +95,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
             async with app.state.pool.acquire() as conn:
                 await db.migrate(conn)
                 await db.verify_keys(conn, keys.checks())
+                await conn.execute("SELECT ensure_audit_partitions($1)", PARTITION_MONTHS_AHEAD)
                 await policy_store.activate(conn, policies)
-                await conn.execute("SELECT ensure_decision_partitions($1)", PARTITION_MONTHS_AHEAD)
             app.state.keyring = KeyRing(app.state.pool, settings.database_url)
             await app.state.keyring.start()
             decider.pool = app.state.pool
+            integrator.start(app.state.pool)
             housekeeping = asyncio.create_task(_housekeeping(app.state.pool, settings))
             yield
             housekeeping.cancel()
             await decider.close()
+            await integrator.stop()
             await app.state.keyring.stop()
         finally:
             await app.state.pool.close()
@@ -109,7 +115,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     v1 = Router(
         "/v1",
-        route_handlers=[ConsentController, DecisionController, PolicyController],
+        route_handlers=[ConsentController, DecisionController, PolicyController, AuditController],
         middleware=[RequireScope],
         security=[{"BearerAuth": []}],
     )
@@ -123,6 +129,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "keys": Provide(lambda: keys, sync_to_thread=False, use_cache=True),
             "rules": Provide(lambda: rules, sync_to_thread=False, use_cache=True),
             "policies": Provide(lambda: policies, sync_to_thread=False, use_cache=True),
+            "signer": Provide(lambda: signer, sync_to_thread=False, use_cache=True),
+            "integrator": Provide(lambda: integrator, sync_to_thread=False, use_cache=True),
         },
         plugins=[errors.problem_plugin(), *_tracing(signals)],
         middleware=[telemetry.RequestCounter] if signals.exported else [],

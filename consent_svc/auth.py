@@ -191,6 +191,9 @@ class RequireScope:
         if scope["type"] == "http" and not (
             scope["method"] == "OPTIONS" and "OPTIONS" in handler.http_methods
         ):
+            if handler.opt.get("public"):  # declared so, like a scope: never by omission
+                await self.app(scope, receive, send)
+                return
             needed = handler.opt.get("scope")
             if needed not in SCOPES:
                 raise ImproperlyConfiguredException(f"{handler} declares no known scope")

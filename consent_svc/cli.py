@@ -1,8 +1,11 @@
-"""consent-svc: serve | migrate | keys | import | policies check."""
+"""consent-svc: serve | migrate | keys | import | policies check | audit verify."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import functools
 import logging
 import os
 import sys
@@ -14,6 +17,7 @@ import click
 import msgspec
 
 from consent_svc import auth, crypto, db
+from consent_svc.audit import store as audit_store
 from consent_svc.settings import Settings, SettingsError
 
 
@@ -36,6 +40,13 @@ class Runtime:
             self.server = db.start_embedded(self.settings)
             url = asyncio.run(db.ensure_database(self.server.get_uri()))
             self.settings = msgspec.structs.replace(self.settings, database_url=url)
+
+    @functools.cached_property
+    def signer(self) -> crypto.Signer:
+        try:
+            return crypto.load_signing_key(self.settings)
+        except SettingsError as exc:
+            fail(str(exc))
 
     async def connect(self):
         import asyncpg
@@ -71,6 +82,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 
     runtime = Runtime()
     settings = runtime.settings
+    runtime.signer  # noqa: B018  generated now if missing, not by workers racing each other
     from consent_svc.policies.load import PolicyError, load_policies
 
     try:
@@ -129,6 +141,20 @@ async def _with_conn(runtime: Runtime, fn):
         await conn.close()
 
 
+async def _audited(runtime: Runtime, action, fn):
+    """Run a key change and its audit entry in one transaction."""
+
+    async def run(conn):
+        async with conn.transaction():
+            result = await fn(conn)
+            if result:
+                name, body = action(result)
+                await audit_store.append(conn, [audit_store.entry(name, audit_store.SYSTEM, body)])
+            return result
+
+    return await _with_conn(runtime, run)
+
+
 @keys.command("create")
 @click.option("--name", required=True, help="What the key is for")
 @click.option(
@@ -137,7 +163,13 @@ async def _with_conn(runtime: Runtime, fn):
 def keys_create(name: str, scopes: tuple[str, ...]) -> None:
     """Create a key; prints {id, key, scopes}. The key is shown once and stored only as a hash."""
     runtime = Runtime()
-    new = asyncio.run(_with_conn(runtime, lambda conn: auth.create_key(conn, name, list(scopes))))
+    new = asyncio.run(
+        _audited(
+            runtime,
+            lambda key: ("key.created", {"key_id": key.id, "name": key.name, "scopes": key.scopes}),
+            lambda conn: auth.create_key(conn, name, list(scopes)),
+        )
+    )
     click.echo(msgspec.json.encode(new).decode())
 
 
@@ -154,9 +186,85 @@ def keys_list() -> None:
 def keys_revoke(key_id: str) -> None:
     """Revoke a key: refused from the next request on."""
     runtime = Runtime()
-    if not asyncio.run(_with_conn(runtime, lambda conn: auth.revoke_key(conn, key_id))):
+    revoked = asyncio.run(
+        _audited(
+            runtime,
+            lambda _: ("key.revoked", {"key_id": key_id}),
+            lambda conn: auth.revoke_key(conn, key_id),
+        )
+    )
+    if not revoked:
         fail(f"no active key with id {key_id}")
     click.echo(msgspec.json.encode({"id": key_id, "revoked": True}).decode())
+
+
+@main.group()
+def audit() -> None:
+    """Verify the tamper-evident audit log."""
+
+
+def _trusted(runtime_signer: crypto.Signer | None, extra: tuple[str, ...]) -> dict[str, bytes]:
+    keys = {runtime_signer.key_id: runtime_signer.public_key} if runtime_signer else {}
+    for text in extra:
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except binascii.Error:
+            raw = b""
+        if len(raw) != 32:
+            fail(
+                "--public-key: expected the base64 of a 32-byte Ed25519 public key (GET /v1/audit/public-key)"
+            )
+        keys[crypto.public_key_id(raw)] = raw
+    return keys
+
+
+@audit.command("verify")
+@click.option(
+    "--from", "from_seq", type=click.IntRange(min=1), default=1, help="Start at this sequence number"
+)
+@click.option(
+    "--public-key",
+    "public_keys",
+    multiple=True,
+    help="Also trust this key (base64), e.g. one used before a rotation",
+)
+def audit_verify(from_seq: int, public_keys: tuple[str, ...]) -> None:
+    """Recompute the Merkle tree from every entry and check every signed checkpoint; one line, exit 1 naming the
+    first sequence number that fails."""
+    from consent_svc.audit.verify import verify
+
+    runtime = Runtime()
+
+    def progress(count: int) -> None:
+        click.echo(f"... {count:,} entries verified", err=True)
+
+    async def run(conn):
+        return await verify(conn, _trusted(runtime.signer, public_keys), from_seq, progress)
+
+    report = asyncio.run(_with_conn(runtime, run))
+    click.echo(report.line())
+    sys.exit(0 if report.ok else 1)
+
+
+@audit.command("verify-export")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--public-key", "public_keys", multiple=True, help="The signing key (base64, GET /v1/audit/public-key)"
+)
+def audit_verify_export(file: Path, public_keys: tuple[str, ...]) -> None:
+    """Check an NDJSON export offline (no database): its signed checkpoint, every entry against its hash and
+    inclusion proof. Without --public-key, the key configured here is trusted."""
+    from consent_svc.audit.verify import verify_export
+
+    signer = None
+    if not public_keys:
+        try:
+            signer = crypto.load_signing_key(Settings.from_env())
+        except SettingsError as exc:
+            fail(str(exc))
+    report = verify_export(file, _trusted(signer, public_keys))
+    click.echo(report.line())
+    sys.exit(0 if report.ok else 1)
 
 
 @main.group()

@@ -1,4 +1,5 @@
-"""Look-up hashes (HMAC-SHA256), keyed digests, and envelope encryption (AES-GCM data keys wrapped by a master key)."""
+"""Look-up hashes (HMAC-SHA256), keyed digests, envelope encryption (AES-GCM data keys wrapped by a master key),
+and Ed25519 signatures of audit checkpoints."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import logging
 import os
 from pathlib import Path
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from consent_svc.settings import Settings, SettingsError
@@ -65,28 +69,67 @@ def load_keys(settings: Settings) -> Keys:
     directory; if they are lost, the key checks in the database refuse the next start (db.verify_keys)
     rather than let new keys write unreadable data beside the old.
     """
+    return Keys(**{name: _secret(settings, name, data_bound=True) for name in KEY_NAMES})
+
+
+def load_signing_key(settings: Settings) -> Signer:
+    """The audit log's Ed25519 key, found like the other keys. A new one may be generated at any time: it
+    reads no stored data, and checkpoints name the key that signed them."""
+    return Signer(_secret(settings, "audit_signing_key", data_bound=False))
+
+
+def _secret(settings: Settings, name: str, data_bound: bool) -> bytes:
     secrets_dir = Path(settings.data_dir) / "secrets"
-    values = {}
-    for name in KEY_NAMES:
-        given = getattr(settings, name)
-        path = secrets_dir / f"{name}.b64"
-        source = f"CONSENT_SVC_{name.upper()}"
-        if given is None and path.exists():
-            given, source = path.read_text().strip(), str(path)
-        if given is None:
-            if (Path(settings.data_dir) / "pg" / "PG_VERSION").exists():
-                raise SettingsError(
-                    f"{path} is missing but the embedded database under {settings.data_dir} exists: restore the "
-                    "file (or set the variable); new keys could not read the stored data"
-                )
-            given = base64.b64encode(os.urandom(KEY_BYTES)).decode()
-            _write_secret(path, given)
-            if not settings.embedded:
-                log.warning(
-                    "generated %s into %s: back it up, or set CONSENT_SVC_%s", name, path, name.upper()
-                )
-        values[name] = _decode_key(source, given)
-    return Keys(**values)
+    given = getattr(settings, name)
+    path = secrets_dir / f"{name}.b64"
+    source = f"CONSENT_SVC_{name.upper()}"
+    if given is None and path.exists():
+        given, source = path.read_text().strip(), str(path)
+    if given is None:
+        if data_bound and (Path(settings.data_dir) / "pg" / "PG_VERSION").exists():
+            raise SettingsError(
+                f"{path} is missing but the embedded database under {settings.data_dir} exists: restore the "
+                "file (or set the variable); new keys could not read the stored data"
+            )
+        given = base64.b64encode(os.urandom(KEY_BYTES)).decode()
+        _write_secret(path, given)
+        if not settings.embedded:
+            log.warning("generated %s into %s: back it up, or set CONSENT_SVC_%s", name, path, name.upper())
+    return _decode_key(source, given)
+
+
+class Signer:
+    """Signs audit checkpoints. `key_id` names the public key (its SHA-256, 16 hex digits) in each checkpoint,
+    so a verifier holding several trusted keys (after a rotation) knows which one to use."""
+
+    __slots__ = ("_private", "public_key", "key_id")
+
+    def __init__(self, seed: bytes) -> None:
+        self._private = Ed25519PrivateKey.from_private_bytes(seed)
+        self.public_key = self._private.public_key().public_bytes_raw()
+        self.key_id = public_key_id(self.public_key)
+
+    def sign(self, message: bytes) -> bytes:
+        return self._private.sign(message)
+
+    def public_pem(self) -> str:
+        return (
+            self._private.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode()
+        )
+
+
+def public_key_id(public_key: bytes) -> str:
+    return hashlib.sha256(public_key).hexdigest()[:16]
+
+
+def signature_valid(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 def _write_secret(path: Path, text: str) -> None:

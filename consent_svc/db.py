@@ -156,6 +156,8 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         schema="pg_catalog",
         format="binary",
     )
+    # json (the audit log's payloads) travels as its exact bytes: they are what the entry's hash covers.
+    await conn.set_type_codec("json", encoder=bytes, decoder=bytes, schema="pg_catalog", format="binary")
 
 
 async def _no_session_reset(conn: asyncpg.Connection) -> None:

@@ -28,6 +28,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Base64 of 32 bytes: wraps every subject's data key. Generated into ``data_dir`` when embedded."""
     lookup_secret: str | None = None
     """Base64 of 32 bytes: the HMAC key of identifier look-up hashes. Generated like ``master_key``."""
+    audit_signing_key: str | None = None
+    """Base64 of a 32-byte Ed25519 seed: signs audit checkpoints. Generated into ``data_dir`` when unset."""
+    audit_checkpoint_seconds: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 10
+    """How often a signed checkpoint is written while the log grows (exports and proofs sign one at once)."""
     policies_dir: str = DEFAULT_POLICIES_DIR
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16 * 1024 * 1024
     clock_skew_seconds: Annotated[int, msgspec.Meta(ge=0, le=3600)] = 300

@@ -12,28 +12,39 @@ from consent_svc.auth import ADMIN, SCOPES
 SAMPLE_UUID = "00000000-0000-4000-8000-000000000000"
 
 
+PUBLIC = "public"
+
+
+def concrete(path: str) -> str:
+    return re.sub(r"\{[^}:]+(:[a-z]+)?\}", lambda m: "1" if m.group(1) == ":int" else SAMPLE_UUID, path)
+
+
 def v1_operations(settings) -> list[tuple[str, str, str]]:
-    """(method, concrete path, scope) for every handler under /v1."""
+    """(method, concrete path, scope or PUBLIC) for every handler under /v1."""
     operations = []
     for route in create_app(settings).routes:
         if not route.path.startswith("/v1"):
             continue
-        path = re.sub(r"\{[^}]+\}", SAMPLE_UUID, route.path)
         for handler in route.route_handlers:
             for method in sorted(handler.http_methods - {"HEAD", "OPTIONS"}):
-                operations.append((method, path, handler.opt.get("scope")))
+                scope = PUBLIC if handler.opt.get("public") else handler.opt.get("scope")
+                operations.append((method, concrete(route.path), scope))
     return operations
 
 
-def test_every_v1_handler_declares_a_known_scope(settings):
+def test_every_v1_handler_declares_a_known_scope_or_says_it_is_public(settings):
     operations = v1_operations(settings)
     assert len(operations) >= 5
-    assert all(scope in SCOPES for _, _, scope in operations), operations
+    assert all(scope in SCOPES or scope == PUBLIC for _, _, scope in operations), operations
+    assert [path for _, path, scope in operations if scope == PUBLIC] == ["/v1/audit/public-key"]
 
 
 async def test_scope_matrix(client, keys, settings):
     for method, path, needed in v1_operations(settings):
         anonymous = await client.request(method, path, json={})
+        if needed == PUBLIC:
+            assert anonymous.status_code == 200, (method, path)
+            continue
         assert anonymous.status_code == 401, (method, path)
         assert anonymous.headers["content-type"].startswith("application/problem+json")
         forged = await client.request(
@@ -90,8 +101,10 @@ async def test_public_routes_need_no_key(client):
 
 async def test_openapi_documents_problem_responses(client, settings):
     schema = (await client.get("/schema/openapi.json")).json()
-    for method, path, _ in v1_operations(settings):
-        template = next(p for p in schema["paths"] if re.sub(r"\{[^}]+\}", SAMPLE_UUID, p) == path)
+    for method, path, scope in v1_operations(settings):
+        if scope == PUBLIC:
+            continue
+        template = next(p for p in schema["paths"] if concrete(p.replace("{seq}", "{seq:int}")) == path)
         responses = schema["paths"][template][method.lower()]["responses"]
         for code in ("401", "403", "503"):
             assert "application/problem+json" in responses[code]["content"], (method, path, code)

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from consent_svc import crypto, db
+from consent_svc.audit.store import SYSTEM
 from consent_svc.consents.ledger import RecordRules, prepare_record, record_batch
 from consent_svc.consents.store import PreparedRecord
 from consent_svc.consents.types import BatchReceipt, ConsentRecordIn
@@ -132,14 +133,14 @@ async def run(settings: Settings, keys: crypto.Keys, path: Path, fmt: str) -> di
         if not chunk:
             return
         try:
-            _, body, _ = await record_batch(pool, keys, [p for _, p in chunk])
+            _, body, _ = await record_batch(pool, keys, [p for _, p in chunk], SYSTEM)
             results = [msgspec.json.decode(body, type=BatchReceipt)]
         except Conflict:
             # Find the lines that conflict: store the chunk one record at a time.
             results = []
             for number, prepared in chunk:
                 try:
-                    _, body, _ = await record_batch(pool, keys, [prepared])
+                    _, body, _ = await record_batch(pool, keys, [prepared], SYSTEM)
                     results.append(msgspec.json.decode(body, type=BatchReceipt))
                 except Conflict as exc:
                     reject(number, exc.detail)

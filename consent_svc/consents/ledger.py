@@ -147,6 +147,7 @@ async def record_batch(
     pool: asyncpg.Pool,
     keys: crypto.Keys,
     records: list[PreparedRecord],
+    actor: str,
     claim: idempotency.Claim | None = None,
 ) -> tuple[int, bytes, bool]:
     """Store every record or none; returns the status, the encoded BatchReceipt and whether it is a replay.
@@ -158,7 +159,7 @@ async def record_batch(
             async with pool.acquire() as conn, conn.transaction():
                 if claim is not None and (replay := await idempotency.claim(conn, claim)) is not None:
                     return replay.status_code, replay.body, True
-                receipts = await insert_records(conn, keys, records)
+                receipts = await insert_records(conn, keys, records, actor)
                 body = msgspec.json.encode(BatchReceipt(records=receipts))
                 if claim is not None:
                     await idempotency.store(conn, claim, 201, body)

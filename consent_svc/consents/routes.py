@@ -11,7 +11,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
-from consent_svc import crypto, idempotency
+from consent_svc import crypto, cursors, idempotency
 from consent_svc.bodies import json_body
 from consent_svc.consents import store
 from consent_svc.consents.ledger import RecordRules, hash_identifiers, prepare_batch, record_batch
@@ -61,7 +61,7 @@ class ConsentController(Controller):
             rules.idempotency_key,
             rules.idempotency_ttl_hours,
         )
-        status, body, replayed = await record_batch(pool, keys, prepared, claim)
+        status, body, replayed = await record_batch(pool, keys, prepared, request.state.api_key_id, claim)
         headers = {"Idempotent-Replayed": "true"} if replayed else {}
         return Response(body, status_code=status, media_type="application/json", headers=headers)  # type: ignore[arg-type]
 
@@ -127,7 +127,7 @@ class ConsentController(Controller):
                 f"unknown purpose `{purpose}`", errors=[FieldError("purpose", "unknown purpose")]
             )
         try:
-            after = store.decode_cursor(cursor) if cursor else None
+            after = cursors.decode(cursor) if cursor else None
         except ValueError:
             raise ProblemError("`cursor` is not one this service issued", title="Bad cursor") from None
         async with pool.acquire() as conn:

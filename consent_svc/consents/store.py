@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
 from datetime import datetime
@@ -11,7 +10,8 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
-from consent_svc import crypto, ids
+from consent_svc import crypto, cursors, ids
+from consent_svc.audit import store as audit_store
 from consent_svc.consents.identity import group_records, mask
 from consent_svc.consents.types import (
     ConsentHistory,
@@ -117,6 +117,19 @@ class PreparedRecord(msgspec.Struct, frozen=True, gc=False):
     fingerprint: bytes
 
 
+class RecordPayload(msgspec.Struct, frozen=True, gc=False):
+    """A consent record's audit payload (the status is the entry's outcome). Fields in sorted order: encoded as
+    is, it is the log's canonical form. Nothing personal: the proof is covered by the keyed fingerprint, the
+    source (not personal) by its content hash in consent_sources."""
+
+    collected_at: datetime
+    expires_at: datetime | None
+    fingerprint: bytes
+    purpose: str
+    region: str
+    source_id: bytes
+
+
 @functools.lru_cache(maxsize=4096)
 def source_id(source: Source) -> bytes:
     """Sources repeat across records: each distinct one is hashed once per process."""
@@ -138,9 +151,10 @@ async def subjects_by_hash(conn: asyncpg.Connection, hashes: list[bytes]) -> dic
 
 
 async def insert_records(
-    conn: asyncpg.Connection, keys: crypto.Keys, records: list[PreparedRecord]
+    conn: asyncpg.Connection, keys: crypto.Keys, records: list[PreparedRecord], actor: str
 ) -> list[RecordReceipt]:
-    """Resolve subjects, link new identifiers, append the records, advance the current state.
+    """Resolve subjects, link new identifiers, append the records and their audit entries (by `actor`: the
+    API key id or `system`), advance the current state.
 
     Raises SubjectConflict (from identity) when a record's identifiers belong to two subjects, SubjectErased
     for an erased subject, and asyncpg's UniqueViolationError or DeadlockDetectedError when a concurrent
@@ -248,6 +262,29 @@ async def insert_records(
         await conn.execute(INSERT_SOURCES, source_ids, [sources[i] for i in source_ids])
         record_rows.sort(key=lambda row: (row[0].bytes, row[-1]))
         await conn.copy_records_to_table("consent_records", columns=RECORD_COLUMNS, records=record_rows)
+        encode = msgspec.json.encode
+        entries = [
+            (
+                record_id,
+                received_at,
+                "consent.recorded",
+                actor,
+                subjects[groups[i]],
+                records[i].status,
+                encode(
+                    RecordPayload(
+                        records[i].collected_at,
+                        records[i].expires_at,
+                        records[i].fingerprint,
+                        records[i].purpose,
+                        records[i].region,
+                        records[i].source_id,
+                    )
+                ),
+            )
+            for i, record_id in fresh
+        ]
+        await audit_store.append(conn, entries)
         await _advance_state(conn, records, groups, subjects, fresh, created)
     return receipts
 
@@ -348,7 +385,7 @@ async def history(
             )
         )
     next_cursor = (
-        encode_cursor(rows[limit - 1]["collected_at"], rows[limit - 1]["record_id"])
+        cursors.encode(rows[limit - 1]["collected_at"], rows[limit - 1]["record_id"])
         if len(rows) > limit
         else None
     )
@@ -357,19 +394,3 @@ async def history(
 
 def _unwrap(keys: crypto.Keys, subject_id: UUID, wrapped: bytes) -> bytes:
     return keys.unwrap(wrapped, subject_id.bytes)
-
-
-def encode_cursor(at: datetime, record_id: UUID) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode([at, record_id])).decode().rstrip("=")
-
-
-def decode_cursor(text: str) -> tuple[datetime, UUID]:
-    """ValueError on anything that is not a cursor we issued."""
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        at, record_id = msgspec.json.decode(raw, type=tuple[datetime, UUID])
-    except (ValueError, msgspec.DecodeError) as exc:
-        raise ValueError("not a valid cursor") from exc
-    if at.tzinfo is None or not 1900 <= at.year <= 9000:
-        raise ValueError("not a valid cursor")
-    return at, record_id

@@ -18,6 +18,7 @@ import asyncpg
 import msgspec
 
 from consent_svc import crypto, ids
+from consent_svc.audit import store as audit_store
 from consent_svc.consents.identity import IdentifierError, normalize
 from consent_svc.consents.ledger import (
     MAX_YEAR,
@@ -189,7 +190,7 @@ class Decider:
         needed = [rulebook.purposes_needed(r.purpose, r.context) for r in rows]
         async with self.pool.acquire() as conn:
             unix_ms = ids.now_ms()
-            at = store.ms_time(unix_ms)
+            at = audit_store.ms_time(unix_ms)
             states, conflicting = await store.current_states(conn, rows, needed)
             if conflicting and all_or_nothing:
                 raise two_subjects(sorted(conflicting))
@@ -214,14 +215,14 @@ class Decider:
                 )
             await self._honour_consent_after_gpc_conflict(conn, rows, states, answers)
             kept = [i for i in range(len(rows)) if i not in conflicting] if conflicting else range(len(rows))
-            await store.insert_decisions(
-                conn,
+            entries = store.decision_entries(
                 at,
                 rulebook.version,
                 [rows[i] for i in kept],
                 [states[i][0] for i in kept],
                 [answers[i] for i in kept],
             )
+            await audit_store.append(conn, entries)
         signals = {
             states[i][0]: (rows[i], answer)
             for i, answer in enumerate(answers)
@@ -298,7 +299,7 @@ class Decider:
                 for purpose in self.rulebook.policies.regimes[decision.policy.regime].gpc.purposes
             ]
             if records:
-                await record_batch(self.pool, self.keys, records)
+                await record_batch(self.pool, self.keys, records, audit_store.SYSTEM)
         except (*DATABASE_ERRORS, ProblemError) as exc:
             log.warning("GPC opt-out not recorded, the next signal will: %s", type(exc).__name__)
 
@@ -330,7 +331,7 @@ class Decider:
         if row.purpose not in rulebook.policies.purpose_ids:
             raise InvalidInput(f"purpose: `{row.purpose}` is not in policy version {rulebook.version}")
         outcome = rulebook.decide(row.region, row.purpose, row.context, held, at)
-        return ReplayedDecision(
+        replayed = ReplayedDecision(
             allowed=outcome.allowed,
             reason=outcome.reason,
             purpose=row.purpose,
@@ -340,6 +341,33 @@ class Decider:
             at=at,
             as_known=request.as_known,
         )
+        # Recorded like every action, though it is not a live decision: who asked what about whom, and when.
+        body = {
+            "as_known": request.as_known,
+            "at": at,
+            "context": row.context,
+            "lookup_hash": row.hashes[0] if subject_id is None and row.hashes else None,
+            "policy_version": rulebook.version,
+            "purpose": row.purpose,
+            "reason": outcome.reason,
+            "record_id": outcome.record_id,
+            "regime": outcome.regime,
+            "region": row.region,
+        }
+        async with self.pool.acquire() as conn:
+            await audit_store.append(
+                conn,
+                [
+                    audit_store.entry(
+                        "decision.replayed",
+                        api_key_id,
+                        body,
+                        subject_id,
+                        "allowed" if outcome.allowed else "denied",
+                    )
+                ],
+            )
+        return replayed
 
     async def _rulebook_for(self, conn: asyncpg.Connection, version: str | None, at: datetime) -> Rulebook:
         if version is None:
@@ -358,7 +386,7 @@ class Decider:
         # Decision ids are UUIDv7 stamped with decided_at: anything else (or a stamp past datetime's range)
         # names no decision.
         if decision_id.version == 7 and ids.uuid7_ms(decision_id) < MAX_UNIX_MS:
-            decided_at = store.ms_time(ids.uuid7_ms(decision_id))
+            decided_at = audit_store.ms_time(ids.uuid7_ms(decision_id))
             async with self.pool.acquire() as conn:
                 found = await store.fetch_decision(conn, decision_id, decided_at)
         if found is None:

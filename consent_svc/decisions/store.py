@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from uuid import UUID
 
 import asyncpg
@@ -33,27 +33,6 @@ CROSS JOIN LATERAL (
 LEFT JOIN consent_state cs ON cs.subject_id = k.s AND cs.purpose = k.p
 ORDER BY t.n
 """
-# Binary COPY: for 10,000 decisions 77 ms against 220 ms for INSERT ... SELECT FROM unnest (bench, this
-# machine), and no slower for ten.
-DECISION_COLUMNS = (
-    "decision_id",
-    "decided_at",
-    "subject_id",
-    "lookup_hash",
-    "purpose",
-    "region",
-    "gpc",
-    "age",
-    "sensitive",
-    "existing_customer",
-    "allowed",
-    "reason",
-    "regime",
-    "regime_version",
-    "record_id",
-    "policy_version",
-    "api_key_id",
-)
 # Any one look-up hash a subject already has: the service's own records name their subject by it.
 SELECT_A_HASH_PER_SUBJECT = """
 SELECT DISTINCT ON (subject_id) subject_id, lookup_hash
@@ -89,16 +68,36 @@ WHERE cr.subject_id = $1 AND cr.purpose = ANY($2::text[]) AND cr.collected_at <=
 ORDER BY cr.purpose, cr.collected_at DESC, cr.received_at DESC,
          CASE cr.status WHEN 'withdrawn' THEN 2 WHEN 'denied' THEN 1 ELSE 0 END DESC
 """
+# A decision is an audit entry: its id is the entry's, stamped with its time (so the look-up prunes to one
+# partition); the consent record it rested on comes from the ledger.
 SELECT_DECISION = """
-SELECT d.decision_id, d.decided_at, d.subject_id, d.purpose, d.region, d.gpc, d.age, d.sensitive,
-       d.existing_customer, d.allowed, d.reason, d.regime, d.regime_version, d.record_id, d.policy_version,
-       d.api_key_id, cr.status AS record_status, cr.collected_at AS record_collected_at,
+SELECT e.entry_id, e.at, e.subject_id, e.outcome, e.actor, e.payload,
+       cr.status AS record_status, cr.collected_at AS record_collected_at,
        cr.received_at AS record_received_at, cr.region AS record_region, src.source AS record_source
-FROM decisions d
-LEFT JOIN consent_records cr ON cr.subject_id = d.subject_id AND cr.record_id = d.record_id
+FROM audit_log e
+LEFT JOIN consent_records cr
+  ON cr.subject_id = e.subject_id AND cr.record_id = (e.payload ->> 'record_id')::uuid
 LEFT JOIN consent_sources src ON src.source_id = cr.source_id
-WHERE d.decision_id = $1 AND d.decided_at = $2
+WHERE e.at = $2 AND e.entry_id = $1 AND e.action = 'decision.made'
 """
+
+
+class DecisionPayload(msgspec.Struct, frozen=True, gc=False):
+    """A decision's audit payload. Fields in sorted order: encoded as is, it is the log's canonical form."""
+
+    age: int | None
+    existing_customer: bool
+    gpc: bool
+    lookup_hash: bytes | None
+    """For a subject the ledger does not know: its first identifier's keyed look-up hash."""
+    policy_version: str
+    purpose: str
+    reason: str
+    record_id: UUID | None
+    regime: str
+    regime_version: str
+    region: str
+    sensitive: bool
 
 
 class CheckRow(msgspec.Struct, frozen=True, gc=False, array_like=True):
@@ -150,38 +149,43 @@ async def current_states(
     return out, conflicting
 
 
-async def insert_decisions(
-    conn: asyncpg.Connection,
+def decision_entries(
     decided_at: datetime,
     policy_version: str,
     checks: Sequence[CheckRow],
     subject_ids: Sequence[UUID | None],
     decisions: Sequence[Decision],
-) -> None:
-    """Record the decisions (the subject id, or for an unknown subject its first identifier's look-up hash)."""
-    records = [
+) -> list[tuple]:
+    """The decisions as audit entries (audit_store.append): pseudonymous, the subject id or for an unknown
+    subject its first identifier's look-up hash."""
+    encode = msgspec.json.encode
+    return [
         (
             d.decision_id,
             decided_at,
-            subject_id,
-            c.hashes[0] if subject_id is None and c.hashes else None,
-            c.purpose,
-            c.region,
-            c.context.gpc,
-            c.context.age,
-            c.context.sensitive,
-            c.context.existing_customer,
-            d.allowed,
-            d.reason,
-            d.policy.regime,
-            d.policy.regime_version,
-            d.consent_record_id,
-            policy_version,
+            "decision.made",
             c.api_key_id,
+            subject_id,
+            "allowed" if d.allowed else "denied",
+            encode(
+                DecisionPayload(
+                    c.context.age,
+                    c.context.existing_customer,
+                    c.context.gpc,
+                    c.hashes[0] if subject_id is None and c.hashes else None,
+                    policy_version,
+                    c.purpose,
+                    d.reason,
+                    d.consent_record_id,
+                    d.policy.regime,
+                    d.policy.regime_version,
+                    c.region,
+                    c.context.sensitive,
+                )
+            ),
         )
         for c, subject_id, d in zip(checks, subject_ids, decisions, strict=True)
     ]
-    await conn.copy_records_to_table("decisions", columns=DECISION_COLUMNS, records=records)
 
 
 async def a_hash_per_subject(conn: asyncpg.Connection, subject_ids: list[UUID]) -> dict[UUID, bytes]:
@@ -210,31 +214,29 @@ async def fetch_decision(
     row = await conn.fetchrow(SELECT_DECISION, decision_id, decided_at)
     if row is None:
         return None
+    p = msgspec.json.decode(row["payload"], type=DecisionPayload)
     basis = None
     if row["record_status"] is not None:
         basis = RecordBasis(
-            id=row["record_id"],
+            id=p.record_id,
             status=row["record_status"],
             collected_at=row["record_collected_at"],
             received_at=row["record_received_at"],
             region=row["record_region"],
             source=row["record_source"],
         )
+    allowed = row["outcome"] == "allowed"
     return RecordedDecision(
-        decision_id=row["decision_id"],
-        decided_at=row["decided_at"],
+        decision_id=row["entry_id"],
+        decided_at=row["at"],
         subject_id=row["subject_id"],
-        purpose=row["purpose"],
-        region=row["region"],
-        context=Context(row["gpc"], row["age"], row["sensitive"], row["existing_customer"]),
-        allowed=row["allowed"],
-        reason=row["reason"],
-        explanation=explain(row["allowed"], row["reason"], row["regime"], row["purpose"], row["region"]),
-        policy=PolicyRef(row["regime"], row["policy_version"], row["regime_version"]),
+        purpose=p.purpose,
+        region=p.region,
+        context=Context(p.gpc, p.age, p.sensitive, p.existing_customer),
+        allowed=allowed,
+        reason=p.reason,
+        explanation=explain(allowed, p.reason, p.regime, p.purpose, p.region),
+        policy=PolicyRef(p.regime, p.policy_version, p.regime_version),
         consent_record=basis,
-        api_key_id=row["api_key_id"],
+        api_key_id=row["actor"],
     )
-
-
-def ms_time(unix_ms: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=unix_ms)

@@ -7,6 +7,7 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
+from consent_svc.audit import store as audit_store
 from consent_svc.policies.types import Policies
 
 INSERT_VERSION = """
@@ -17,6 +18,7 @@ ACTIVATE = """
 INSERT INTO policy_activations (version)
 SELECT $1
 WHERE $1 IS DISTINCT FROM (SELECT version FROM policy_activations ORDER BY activated_at DESC LIMIT 1)
+RETURNING activated_at
 """
 SELECT_FILES = "SELECT files FROM policy_versions WHERE version = $1"
 SELECT_VERSION_AT = """
@@ -49,7 +51,16 @@ async def activate(conn: asyncpg.Connection, policies: Policies) -> None:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", POLICY_LOCK)
         await conn.execute(INSERT_VERSION, policies.version, policies.files, declared_versions(policies))
-        await conn.execute(ACTIVATE, policies.version)
+        if await conn.fetchval(ACTIVATE, policies.version) is not None:
+            declared = declared_versions(policies)
+            await audit_store.append(
+                conn,
+                [
+                    audit_store.entry(
+                        "policy.loaded", audit_store.SYSTEM, {"version": policies.version, "files": declared}
+                    )
+                ],
+            )
 
 
 async def files_of(conn: asyncpg.Connection, version: str) -> dict[str, str] | None:

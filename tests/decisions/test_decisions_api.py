@@ -188,8 +188,8 @@ async def test_recorded_decision_explains_itself_without_identifiers(client, adm
     assert shown["api_key_id"] == key_id
     assert "ann@" not in response.text
     # and the stored row holds no identifier either
-    row = await conn.fetchrow("SELECT * FROM decisions WHERE decision_id = $1::uuid", answer["decision_id"])
-    assert "ann" not in repr(dict(row))
+    row = await conn.fetchrow("SELECT * FROM audit_log WHERE entry_id = $1::uuid", answer["decision_id"])
+    assert row["action"] == "decision.made" and "ann" not in repr(dict(row))
 
 
 async def test_unknown_decision_is_404(client, admin):
@@ -202,7 +202,7 @@ async def test_concurrent_checks_are_each_recorded_once(client, admin, conn):
         *(decide(client, admin, check(email=f"c{i}@example.com")) for i in range(50))
     )
     assert len({a["decision_id"] for a in answers}) == 50
-    assert await conn.fetchval("SELECT count(*) FROM decisions") == 50
+    assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'decision.made'") == 50
 
 
 async def test_batch_answers_in_order_and_records_every_item(client, admin, conn):
@@ -220,7 +220,7 @@ async def test_batch_answers_in_order_and_records_every_item(client, admin, conn
     results = response.json()["results"]
     assert [r["allowed"] for r in results[:100]] == [i % 2 == 1 for i in range(100)]
     assert results[100]["reason"] == "consent_denied"
-    assert await conn.fetchval("SELECT count(*) FROM decisions") == 101
+    assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'decision.made'") == 101
 
 
 @pytest.mark.parametrize(
@@ -234,7 +234,7 @@ async def test_batch_answers_in_order_and_records_every_item(client, admin, conn
 async def test_bad_batch_is_refused_whole(client, admin, conn, body, status):
     response = await client.post("/v1/decisions/batch", json=body, headers=admin)
     assert response.status_code == status, response.text
-    assert await conn.fetchval("SELECT count(*) FROM decisions") == 0
+    assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'decision.made'") == 0
 
 
 async def test_replay_sees_the_grant_before_the_withdrawal(client, admin):
@@ -296,7 +296,7 @@ async def test_the_same_check_twice_is_two_recorded_decisions(client, admin, con
     first, second = await decide(client, admin, check()), await decide(client, admin, check())
     assert first["decision_id"] != second["decision_id"]
     assert (first["allowed"], first["reason"]) == (second["allowed"], second["reason"])
-    assert await conn.fetchval("SELECT count(*) FROM decisions") == 2
+    assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'decision.made'") == 2
 
 
 async def test_replay_can_reapply_an_older_policy_version(client, admin, conn):
@@ -320,16 +320,17 @@ async def test_replay_can_reapply_an_older_policy_version(client, admin, conn):
     assert (current["allowed"], current["reason"]) == (False, "no_consent_opt_in_required")
 
 
-async def test_decisions_land_in_monthly_partitions_made_ahead(client, admin, conn):
+async def test_decisions_land_in_monthly_audit_partitions_made_ahead(client, admin, conn):
     await decide(client, admin, check())
     partitions = await conn.fetch(
-        "SELECT c.relname, count(d.*) AS n FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "LEFT JOIN decisions d ON d.tableoid = c.oid WHERE i.inhparent = 'decisions'::regclass GROUP BY c.relname"
+        "SELECT c.relname, count(d.*) FILTER (WHERE d.action = 'decision.made') AS n FROM pg_inherits i "
+        "JOIN pg_class c ON c.oid = i.inhrelid LEFT JOIN audit_log d ON d.tableoid = c.oid "
+        "WHERE i.inhparent = 'audit_log'::regclass GROUP BY c.relname"
     )
     by_name = {r["relname"]: r["n"] for r in partitions}
-    this_month = datetime.now(UTC).strftime("decisions_%Y%m")
-    assert by_name[this_month] == 1 and by_name["decisions_default"] == 0
-    assert len([n for n in by_name if n != "decisions_default"]) >= 3  # this month and two ahead
+    this_month = datetime.now(UTC).strftime("audit_log_%Y%m")
+    assert by_name[this_month] == 1 and by_name["audit_log_default"] == 0
+    assert len([n for n in by_name if n != "audit_log_default"]) >= 3  # this month and two ahead
 
 
 @pytest.mark.parametrize(
@@ -350,12 +351,13 @@ async def test_workers_making_partitions_at_once_do_not_collide(db_url, conn):
 
     others = [await asyncpg.connect(db_url) for _ in range(4)]
     try:
-        await asyncio.gather(*(c.execute("SELECT ensure_decision_partitions(6)") for c in others))
+        await asyncio.gather(*(c.execute("SELECT ensure_audit_partitions(6)") for c in others))
     finally:
         for c in others:
             await c.close()
     made = await conn.fetchval(
-        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'decisions'::regclass AND inhrelid::regclass::text <> 'decisions_default'"
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'audit_log'::regclass "
+        "AND inhrelid::regclass::text <> 'audit_log_default'"
     )
     assert made == 7  # this month and six ahead
 
@@ -455,7 +457,7 @@ async def test_identifiers_of_two_subjects_are_a_409_not_a_guess(client, admin, 
     response = await client.post("/v1/decisions/batch", json=batch_body, headers=admin)
     assert response.status_code == 409
     assert [e["field"] for e in response.json()["errors"]] == ["items[1].subject.identifiers"]
-    assert await conn.fetchval("SELECT count(*) FROM decisions") == 0
+    assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'decision.made'") == 0
 
 
 async def test_checks_sharing_a_round_trip_with_a_conflicting_one_are_answered(client, admin):

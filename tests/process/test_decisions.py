@@ -76,7 +76,7 @@ async def test_decisions_answered_before_kill9_are_all_recorded(service, db_url)
     conn = await asyncpg.connect(db_url)
     try:
         stored = await conn.fetchval(
-            "SELECT count(*) FROM decisions WHERE decision_id = ANY($1::uuid[])", answered
+            "SELECT count(*) FROM audit_log WHERE entry_id = ANY($1::uuid[]) AND action = 'decision.made'", answered
         )
     finally:
         await conn.close()

@@ -1,0 +1,298 @@
+"""HTTP routes of the audit log: search, one entry with its proof, streamed exports, checkpoints, the public
+key, and a subject's timeline."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+import asyncpg
+import msgspec
+from litestar import Controller, Request, get
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.response import Stream
+
+from consent_svc import crypto, cursors
+from consent_svc.audit import store
+from consent_svc.audit.integrator import Integrator
+from consent_svc.audit.store import AuditFilter
+from consent_svc.audit.types import (
+    AuditPage,
+    Checkpoint,
+    CheckpointPage,
+    EntryProof,
+    ExportedEntry,
+    ExportEnd,
+    PublicKey,
+    Timeline,
+    TimelineItem,
+)
+from consent_svc.errors import FieldError, InvalidInput, NotFound, ProblemError, problem_responses
+
+NDJSON = "application/x-ndjson"
+CSV = "text/csv"
+CSV_COLUMNS = [*ExportedEntry.__struct_fields__]
+FILTERS = (
+    "Filters: `subject_id`, `action` (exact, or a family such as `request.*`), `actor` (API key id or "
+    "`system`), `outcome` (`allowed`/`denied` for decisions, the status for consents), `since` and `until` "
+    "(RFC 3339, until exclusive)."
+)
+Limit = Annotated[int, QueryParameter(ge=1, le=1000)]
+
+
+def _filter(
+    subject_id: UUID | None,
+    action: str | None,
+    actor: str | None,
+    outcome: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> AuditFilter:
+    errors = [
+        FieldError(name, "must include a UTC offset")
+        for name, value in (("since", since), ("until", until))
+        if value is not None and value.tzinfo is None
+    ]
+    if errors:
+        raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
+    return AuditFilter(subject_id, action, actor, outcome, since, until)
+
+
+def _cursor(text: str | None) -> tuple[datetime, UUID] | None:
+    try:
+        return cursors.decode(text) if text else None
+    except ValueError:
+        raise ProblemError("`cursor` is not one this service issued", title="Bad cursor") from None
+
+
+class AuditController(Controller):
+    path = "/"
+    tags = ["audit"]
+
+    @get(
+        "/audit",
+        opt={"scope": "audit:read"},
+        summary="Search the audit log, newest first",
+        description=FILTERS
+        + " Entries appear at once; `seq` is set within a second, when they join the tree.",
+        responses=problem_responses(422),
+    )
+    async def search(
+        self,
+        pool: NamedDependency[asyncpg.Pool],
+        subject_id: FromQuery[UUID | None] = None,
+        action: FromQuery[str | None] = None,
+        actor: FromQuery[str | None] = None,
+        outcome: FromQuery[str | None] = None,
+        since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None,
+        cursor: FromQuery[str | None] = None,
+        limit: Limit = 100,
+    ) -> AuditPage:
+        where = _filter(subject_id, action, actor, outcome, since, until)
+        async with pool.acquire() as conn:
+            entries, last = await store.search(conn, where, _cursor(cursor), limit)
+        return AuditPage(entries=entries, next_cursor=cursors.encode(*last) if last else None)
+
+    @get(
+        "/audit/{seq:int}",
+        opt={"scope": "audit:read"},
+        summary="One entry, with its RFC 9162 inclusion proof against a signed checkpoint and its neighbours",
+        responses=problem_responses(404),
+    )
+    async def entry(
+        self,
+        seq: FromPath[int],
+        pool: NamedDependency[asyncpg.Pool],
+        integrator: NamedDependency[Integrator],
+    ) -> EntryProof:
+        async with pool.acquire() as conn:
+            found = await store.by_seq(conn, seq) if seq > 0 else None
+            if found is None:
+                raise NotFound(
+                    "No entry has this sequence number (yet: entries join the tree within a second)."
+                )
+            checkpoint = await store.latest_checkpoint(conn)
+        if checkpoint is None or checkpoint.tree_size < seq:
+            checkpoint = await integrator.checkpoint()
+        entry, leaf, previous, following = found
+        async with pool.acquire() as conn:
+            (proof,) = await store.proofs(conn, [seq], checkpoint.tree_size)
+        return EntryProof(entry, leaf, proof, checkpoint, previous, following)
+
+    @get(
+        "/audit/export",
+        opt={"scope": "audit:read"},
+        summary="Stream the entries matching a filter, oldest first, ending with the checkpoint that covers them",
+        description=(
+            FILTERS
+            + " NDJSON (default) or CSV (`Accept: text/csv`). Each line holds the entry as hashed, its leaf "
+            'hash and its inclusion proof; the last line is `{"checkpoint": ..., "entries": n}`, signed now, '
+            "covering every entry exported. `consent-svc audit verify-export FILE` checks a file offline."
+        ),
+        media_type=NDJSON,
+        responses=problem_responses(422),
+    )
+    async def export(
+        self,
+        request: Request,
+        pool: NamedDependency[asyncpg.Pool],
+        integrator: NamedDependency[Integrator],
+        subject_id: FromQuery[UUID | None] = None,
+        action: FromQuery[str | None] = None,
+        actor: FromQuery[str | None] = None,
+        outcome: FromQuery[str | None] = None,
+        since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None,
+    ) -> Stream:
+        where = _filter(subject_id, action, actor, outcome, since, until)
+        as_csv = request.accept.best_match([NDJSON, CSV, "application/json"], NDJSON) == CSV
+        checkpoint = await integrator.checkpoint()
+        lines = _csv_lines if as_csv else _ndjson_lines
+        return Stream(
+            lines(pool, where, checkpoint),
+            media_type=CSV if as_csv else NDJSON,
+            headers={"Content-Disposition": f'attachment; filename="audit.{"csv" if as_csv else "ndjson"}"'},
+        )
+
+    @get(
+        "/audit/checkpoints",
+        opt={"scope": "audit:read"},
+        summary="Signed checkpoints, newest first",
+        description="`cursor` is the `tree_size` below which the next page starts (the last one returned).",
+        responses=problem_responses(),
+    )
+    async def list_checkpoints(
+        self, pool: NamedDependency[asyncpg.Pool], cursor: FromQuery[int | None] = None, limit: Limit = 100
+    ) -> CheckpointPage:
+        async with pool.acquire() as conn:
+            found = await store.checkpoints(conn, cursor, limit + 1)
+        more = len(found) > limit
+        return CheckpointPage(
+            checkpoints=found[:limit], next_cursor=str(found[limit - 1].tree_size) if more else None
+        )
+
+    @get(
+        "/audit/checkpoints/latest",
+        opt={"scope": "audit:read"},
+        summary="The latest signed checkpoint",
+        responses=problem_responses(404),
+    )
+    async def latest_checkpoint(self, pool: NamedDependency[asyncpg.Pool]) -> Checkpoint:
+        async with pool.acquire() as conn:
+            found = await store.latest_checkpoint(conn)
+        if found is None:
+            raise NotFound("No checkpoint yet: the log is empty.")
+        return found
+
+    @get(
+        "/audit/public-key",
+        opt={"public": True},
+        security=[],
+        summary="The Ed25519 public key that signs checkpoints (no API key needed)",
+    )
+    async def public_key(self, signer: NamedDependency[crypto.Signer]) -> PublicKey:
+        return PublicKey(key_id=signer.key_id, public_key=signer.public_key, pem=signer.public_pem())
+
+    @get(
+        "/subjects/{subject_id:uuid}/timeline",
+        opt={"scope": "audit:read"},
+        summary="One subject's consents, decisions and requests, oldest first",
+        responses=problem_responses(404),
+    )
+    async def timeline(
+        self,
+        subject_id: FromPath[UUID],
+        pool: NamedDependency[asyncpg.Pool],
+        cursor: FromQuery[str | None] = None,
+        limit: Limit = 100,
+    ) -> Timeline:
+        async with pool.acquire() as conn:
+            entries, last = await store.search(
+                conn, AuditFilter(subject_id=subject_id), _cursor(cursor), limit, oldest_first=True
+            )
+        if not entries and cursor is None:
+            raise NotFound("Nothing is recorded about this subject.")
+        return Timeline(
+            subject_id=subject_id,
+            items=[_timeline_item(e) for e in entries],
+            next_cursor=cursors.encode(*last) if last else None,
+        )
+
+
+def _timeline_item(e) -> TimelineItem:
+    p = e.payload
+    family = e.action.split(".")[0]
+    kind = family if family in ("consent", "decision", "request") else "other"
+    if e.action == "consent.recorded":
+        summary = f"{e.outcome} {p.get('purpose')} in {p.get('region')}, collected {p.get('collected_at')}"
+    elif kind == "decision":
+        replay = f"replayed at {p.get('at')}: " if e.action == "decision.replayed" else ""
+        summary = (
+            f"{replay}{e.outcome} {p.get('purpose')} in {p.get('region')}: {p.get('reason')} "
+            f"({p.get('regime')}, policy {p.get('policy_version')})"
+        )
+    else:
+        summary = e.action + (f": {e.outcome}" if e.outcome else "")
+    return TimelineItem(
+        at=e.at,
+        kind=kind,
+        action=e.action,
+        summary=summary,
+        entry_id=e.entry_id,
+        seq=e.seq,
+        actor=e.actor,
+        outcome=e.outcome,
+        payload=p,
+    )
+
+
+async def _exported(
+    pool: asyncpg.Pool, where: AuditFilter, checkpoint: Checkpoint | None
+) -> AsyncIterator[list[ExportedEntry]]:
+    if checkpoint is None:
+        return
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        async for chunk in store.export(conn, where, checkpoint.tree_size):
+            yield chunk
+
+
+async def _ndjson_lines(
+    pool: asyncpg.Pool, where: AuditFilter, checkpoint: Checkpoint | None
+) -> AsyncIterator[bytes]:
+    encoder = msgspec.json.Encoder()
+    count = 0
+    async for chunk in _exported(pool, where, checkpoint):
+        count += len(chunk)
+        yield b"".join(encoder.encode(e) + b"\n" for e in chunk)
+    yield encoder.encode(ExportEnd(checkpoint=checkpoint, entries=count)) + b"\n"
+
+
+async def _csv_lines(
+    pool: asyncpg.Pool, where: AuditFilter, checkpoint: Checkpoint | None
+) -> AsyncIterator[bytes]:
+    """The NDJSON line's fields as columns (payload as its JSON text, proof as space-separated base64); the
+    last row has `action` = `checkpoint` and the checkpoint's JSON as its payload."""
+    encoder = msgspec.json.Encoder()
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    count = 0
+    async for chunk in _exported(pool, where, checkpoint):
+        count += len(chunk)
+        for e in chunk:
+            row = msgspec.json.decode(encoder.encode(e))
+            row["payload"] = bytes(e.payload).decode()
+            row["inclusion_proof"] = " ".join(row["inclusion_proof"])
+            writer.writerow([row[c] if row[c] is not None else "" for c in CSV_COLUMNS])
+        yield buffer.getvalue().encode()
+        buffer.seek(0)
+        buffer.truncate()
+    end = msgspec.json.encode(ExportEnd(checkpoint=checkpoint, entries=count)).decode()
+    writer.writerow(["" if c != "action" else "checkpoint" for c in CSV_COLUMNS[:-3]] + [end, "", ""])
+    yield buffer.getvalue().encode()
