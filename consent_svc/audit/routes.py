@@ -70,6 +70,14 @@ def _cursor(text: str | None) -> tuple[datetime, UUID] | None:
         raise ProblemError("`cursor` is not one this service issued", title="Bad cursor") from None
 
 
+class NegotiatedStream(Stream):
+    """A Stream whose own media type wins over the handler's: the export answers NDJSON or CSV per request."""
+
+    def to_asgi_response(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        kwargs["media_type"] = self.media_type
+        return super().to_asgi_response(*args, **kwargs)
+
+
 class AuditController(Controller):
     path = "/"
     tags = ["audit"]
@@ -112,14 +120,14 @@ class AuditController(Controller):
         integrator: NamedDependency[Integrator],
     ) -> EntryProof:
         async with pool.acquire() as conn:
-            found = await store.by_seq(conn, seq) if seq > 0 else None
-            if found is None:
-                raise NotFound(
-                    "No entry has this sequence number (yet: entries join the tree within a second)."
-                )
             checkpoint = await store.latest_checkpoint(conn)
         if checkpoint is None or checkpoint.tree_size < seq:
-            checkpoint = await integrator.checkpoint()
+            checkpoint = await integrator.checkpoint()  # sign now what has committed, rather than 404 for a second
+        size = checkpoint.tree_size if checkpoint else 0
+        async with pool.acquire() as conn:
+            found = await store.by_seq(conn, seq) if 0 < seq <= size else None
+        if found is None:
+            raise NotFound("No entry has this sequence number.")
         entry, leaf, previous, following = found
         async with pool.acquire() as conn:
             (proof,) = await store.proofs(conn, [seq], checkpoint.tree_size)
@@ -154,7 +162,7 @@ class AuditController(Controller):
         as_csv = request.accept.best_match([NDJSON, CSV, "application/json"], NDJSON) == CSV
         checkpoint = await integrator.checkpoint()
         lines = _csv_lines if as_csv else _ndjson_lines
-        return Stream(
+        return NegotiatedStream(
             lines(pool, where, checkpoint),
             media_type=CSV if as_csv else NDJSON,
             headers={"Content-Disposition": f'attachment; filename="audit.{"csv" if as_csv else "ndjson"}"'},

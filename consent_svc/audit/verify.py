@@ -123,8 +123,16 @@ async def verify(
                 )
                 if leaf != stored_leaf:
                     return fail(seq, f"entry {entry_id} was changed (its hash differs from the chain's)")
-                if b"".join(frontier.append(leaf)) != nodes:
-                    return fail(seq, "the stored tree nodes were changed")
+                closed = frontier.append(leaf)
+                if b"".join(closed) != nodes:
+                    stored = chain.split_nodes(nodes)
+                    level = next(k for k in range(1, 65) if closed[k - 1 : k] != stored[k - 1 : k])
+                    start = seq - (1 << level) + 1
+                    return fail(
+                        start,
+                        f"the tree over seq {start}-{seq} does not match its stored hashes: entries reordered or "
+                        "hashes changed",
+                    )
                 while pending_checkpoints and pending_checkpoints[0]["tree_size"] <= seq:
                     cp = pending_checkpoints.pop(0)
                     if cp["tree_size"] == seq and (problem := check_checkpoint(cp)):

@@ -84,7 +84,9 @@ def test_canonical_encoding_is_reproducible_from_an_exported_line():
     from datetime import UTC, datetime
     from uuid import UUID
 
-    payload = json.dumps({"é": "\x01", "a": [1, None]}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    payload = json.dumps(
+        {"é": "\x01", "a": [1, None]}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
     entry_id = UUID("01890a5d-ac96-774b-bcce-b302099a8057")
     at = datetime(2026, 1, 2, 3, 4, 5, 123400, tzinfo=UTC)
     data = chain.canonical(entry_id, at, "consent.recorded", "k1", None, "granted", payload.encode())
