@@ -9,7 +9,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
-.PHONY: run test bench bench-check
+.PHONY: run test bench bench-check bench-audit
 run: $(VENV)/.installed
 	$(VENV)/bin/consent-svc serve $(ARGS)
 
@@ -21,3 +21,6 @@ bench: $(VENV)/.installed
 
 bench-check: $(VENV)/.installed
 	$(VENV)/bin/python bench/check.py $(ARGS)
+
+bench-audit: $(VENV)/.installed
+	$(VENV)/bin/python bench/audit.py $(ARGS)

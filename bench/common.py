@@ -61,12 +61,21 @@ class Service:
     """`consent-svc serve` on a free port: embedded PostgreSQL in a temp directory unless a database URL is
     given. Use as a context manager; `key(scope)` makes an API key with the CLI."""
 
-    def __init__(self, workers: int, database_url: str | None = None):
+    def __init__(
+        self,
+        workers: int,
+        database_url: str | None = None,
+        command: list[str] | None = None,
+        extra_env: dict[str, str] | None = None,
+    ):
+        """`command` replaces `.venv/bin/consent-svc` (e.g. an older checkout run with python -m)."""
+        self.command = command or [str(CLI)]
         self.tmp = Path(tempfile.mkdtemp(prefix="consent-svc-bench-"))
         self.env = {
             "CONSENT_SVC_LOG_LEVEL": "WARNING",
             **os.environ,
             "CONSENT_SVC_DATA_DIR": str(self.tmp / "data"),
+            **(extra_env or {}),
         }
         self.env.pop("DATABASE_URL", None)
         self.pgdata = None if database_url else (self.tmp / "data" / "pg").resolve()
@@ -81,7 +90,7 @@ class Service:
         self.log = open(self.tmp / "serve.log", "wb")
         self.process = subprocess.Popen(
             [
-                str(CLI),
+                *self.command,
                 "serve",
                 "--host",
                 "127.0.0.1",
@@ -125,7 +134,7 @@ class Service:
 
     def key(self, scope: str) -> str:
         made = subprocess.run(
-            [str(CLI), "keys", "create", "--name", "bench", "--scope", scope],
+            [*self.command, "keys", "create", "--name", "bench", "--scope", scope],
             env=self.env,
             capture_output=True,
             text=True,
