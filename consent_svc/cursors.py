@@ -8,6 +8,8 @@ from uuid import UUID
 
 import msgspec
 
+from consent_svc.errors import MAX_YEAR, MIN_YEAR
+
 
 def encode(at: datetime, row_id: UUID) -> str:
     return base64.urlsafe_b64encode(msgspec.json.encode([at, row_id])).decode().rstrip("=")
@@ -20,6 +22,6 @@ def decode(text: str) -> tuple[datetime, UUID]:
         at, row_id = msgspec.json.decode(raw, type=tuple[datetime, UUID])
     except (ValueError, msgspec.DecodeError) as exc:
         raise ValueError("not a valid cursor") from exc
-    if at.tzinfo is None or not 1900 <= at.year <= 9000:
+    if at.tzinfo is None or not MIN_YEAR <= at.year <= MAX_YEAR:
         raise ValueError("not a valid cursor")
     return at, row_id

@@ -21,6 +21,10 @@ log = logging.getLogger("consent_svc.errors")
 
 PROBLEM_JSON = "application/problem+json"
 
+# Far enough from datetime's limits that no UTC offset overflows, wide enough for any real consent.
+MIN_YEAR, MAX_YEAR = 1900, 9000
+OUT_OF_RANGE = f"must be between the years {MIN_YEAR} and {MAX_YEAR}"
+
 
 class FieldError(msgspec.Struct, frozen=True):
     field: str

@@ -32,7 +32,16 @@ from consent_svc.audit.types import (
     Timeline,
     TimelineItem,
 )
-from consent_svc.errors import FieldError, InvalidInput, NotFound, ProblemError, problem_responses
+from consent_svc.errors import (
+    MAX_YEAR,
+    MIN_YEAR,
+    OUT_OF_RANGE,
+    FieldError,
+    InvalidInput,
+    NotFound,
+    ProblemError,
+    problem_responses,
+)
 
 NDJSON = "application/x-ndjson"
 CSV = "text/csv"
@@ -57,6 +66,16 @@ def _filter(
         FieldError(name, "must include a UTC offset")
         for name, value in (("since", since), ("until", until))
         if value is not None and value.tzinfo is None
+    ]
+    errors += [
+        FieldError(name, OUT_OF_RANGE)
+        for name, value in (("since", since), ("until", until))
+        if value is not None and not MIN_YEAR <= value.year <= MAX_YEAR
+    ]
+    errors += [
+        FieldError(name, "must be 1 to 200 characters, without NUL")
+        for name, value in (("action", action), ("actor", actor), ("outcome", outcome))
+        if value is not None and not (0 < len(value) <= 200 and "\x00" not in value)
     ]
     if errors:
         raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
@@ -122,7 +141,9 @@ class AuditController(Controller):
         async with pool.acquire() as conn:
             checkpoint = await store.latest_checkpoint(conn)
         if checkpoint is None or checkpoint.tree_size < seq:
-            checkpoint = await integrator.checkpoint()  # sign now what has committed, rather than 404 for a second
+            checkpoint = (
+                await integrator.checkpoint()
+            )  # sign now what has committed, rather than 404 for a second
         size = checkpoint.tree_size if checkpoint else 0
         async with pool.acquire() as conn:
             found = await store.by_seq(conn, seq) if 0 < seq <= size else None

@@ -12,15 +12,21 @@ from consent_svc import crypto, idempotency
 from consent_svc.consents.identity import IdentifierError, SubjectConflict, normalize
 from consent_svc.consents.store import PreparedRecord, SubjectErased, insert_records, source_id
 from consent_svc.consents.types import BatchReceipt, ConsentBatch, ConsentRecordIn, Identifier, Source, Status
-from consent_svc.errors import Conflict, FieldError, InvalidInput, Unavailable, each_valid
+from consent_svc.errors import (
+    MAX_YEAR,
+    MIN_YEAR,
+    OUT_OF_RANGE,
+    Conflict,
+    FieldError,
+    InvalidInput,
+    Unavailable,
+    each_valid,
+)
 from consent_svc.policies.load import canonical_region
 from consent_svc.policies.types import Policies
 from consent_svc.settings import Settings
 
 RACE_RETRIES = 5
-# Far enough from datetime's limits that no UTC offset overflows, wide enough for any real consent.
-MIN_YEAR, MAX_YEAR = 1900, 9000
-OUT_OF_RANGE = f"must be between the years {MIN_YEAR} and {MAX_YEAR}"
 
 
 class RecordRules(msgspec.Struct, frozen=True):

@@ -3,6 +3,7 @@ no decision that was answered is lost to kill -9."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -76,8 +77,17 @@ async def test_decisions_answered_before_kill9_are_all_recorded(service, db_url)
     conn = await asyncpg.connect(db_url)
     try:
         stored = await conn.fetchval(
-            "SELECT count(*) FROM audit_log WHERE entry_id = ANY($1::uuid[]) AND action = 'decision.made'", answered
+            "SELECT count(*) FROM audit_log WHERE entry_id = ANY($1::uuid[]) AND action = 'decision.made'",
+            answered,
         )
+        # ... and every one joins the audit tree after the restarts, which verifies end to end
+        deadline = asyncio.get_running_loop().time() + 10
+        while await conn.fetchval(
+            "SELECT count(*) FROM audit_chain WHERE entry_id = ANY($1::uuid[])", answered
+        ) < len(answered):
+            assert asyncio.get_running_loop().time() < deadline, "answered decisions not chained"
+            await asyncio.sleep(0.1)
     finally:
         await conn.close()
     assert stored == len(answered)
+    assert service.cli("audit", "verify").startswith("ok: ")
