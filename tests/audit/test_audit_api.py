@@ -487,3 +487,36 @@ async def test_key_changes_by_cli_are_logged(db_url, tmp_path, client, legal):
     assert made["payload"]["scopes"] == ["consents:read"] and created["key"] not in json.dumps(made)
     (revoked,) = await entries(client, legal, action="key.revoked")
     assert revoked["payload"] == {"key_id": created["id"]} and revoked["actor"] == "system"
+
+
+async def test_the_services_own_gpc_opt_outs_are_logged_as_system(client, admin, legal):
+    from tests.decisions.test_decisions_api import gpc_records
+
+    (receipt,) = await write(client, admin, record(purpose="email_marketing", region="US-CA", at=iso(-60)))
+    answer = await decide(client, admin, check(purpose="sale", region="US-CA", gpc=True))
+    assert answer["reason"] == "gpc_opt_out"
+    assert len(await gpc_records(client, admin, receipt["subject_id"], want=3)) == 3
+    logged = await entries(client, legal, subject_id=receipt["subject_id"], actor="system")
+    assert sorted(e["payload"]["purpose"] for e in logged) == ["sale", "share", "targeted_advertising"]
+    assert {e["outcome"] for e in logged} == {"denied"}
+
+
+async def test_erasing_a_subject_leaves_the_log_verifying(client, admin, legal, conn, trusted):
+    """Erasure destroys the subject's key and look-ups, never entries: the tree still verifies and the
+    timeline still shows what happened, with nothing left to identify the person."""
+    (receipt,) = await write(client, admin, record(email=EMAIL, purpose="personalization", region="DE"))
+    await decide(client, admin, check(email=EMAIL))
+    subject = receipt["subject_id"]
+    await conn.execute(
+        "UPDATE subjects SET wrapped_key = NULL, erased_at = now() WHERE subject_id = $1::uuid", subject
+    )
+    await conn.execute("DELETE FROM identifier_lookup WHERE subject_id = $1::uuid", subject)
+    await chained(conn)
+    await client.get("/v1/audit/export", headers=legal)  # signs a checkpoint over everything
+    report = await verify(conn, trusted)
+    assert report.ok and report.unsigned == 0, report.line()
+    timeline = (await client.get(f"/v1/subjects/{subject}/timeline", headers=legal)).json()
+    assert [i["kind"] for i in timeline["items"]] == ["consent", "decision"]
+    # the erased person's next check is an unknown subject's: no entry links it to the old subject id
+    await decide(client, admin, check(email=EMAIL))
+    assert len(await entries(client, legal, subject_id=subject)) == 2
