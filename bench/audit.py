@@ -1,6 +1,7 @@
 """Audit log benchmarks: what recording every decision in the audit log costs the check, and verify's speed.
 
     make bench-audit ARGS="cost"        # check throughput before (decisions table) and after (audit log)
+    make bench-audit ARGS="ingest"      # consent ingestion before and after (an entry per stored record)
     make bench-audit ARGS="verify"      # integrate and verify 1,000,000 entries
 
 cost: checks out --before (default: the last commit before the audit log) into a temporary git worktree and
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from check import check_script, seed, wrk
 from common import ROOT, Service
+from ingest import encode_batches, send_all
 
 sys.path.insert(0, str(ROOT))
 
@@ -49,7 +51,22 @@ def measure(service: Service, tag: str, args: argparse.Namespace) -> dict[str, f
     return {**run, "app_us": (app1 - app0) * per, "pg_us": (pg1 - pg0) * per}
 
 
-def cost(args: argparse.Namespace) -> int:
+def ingest(service: Service, tag: str, args: argparse.Namespace) -> dict[str, float]:
+    key = service.key("admin")
+    bodies = encode_batches(tag, args.records, 2_000, lambda i: "analytics")
+    app0, pg0 = service.cpu()
+    wall, _, failures = send_all(service.port, key, bodies, 4)
+    app1, pg1 = service.cpu()
+    per = 1000 / args.records
+    return {
+        "rps": args.records / wall,
+        "app_ms": (app1 - app0) * per * 1000,
+        "pg_ms": (pg1 - pg0) * per * 1000,
+        "failures": failures,
+    }
+
+
+def compare(args: argparse.Namespace) -> int:
     worktree = Path(tempfile.mkdtemp(prefix="consent-svc-before-"))
     subprocess.run(
         ["git", "worktree", "add", "-f", "--detach", str(worktree), args.before], cwd=ROOT, check=True
@@ -64,32 +81,39 @@ def cost(args: argparse.Namespace) -> int:
         for r in range(args.rounds):
             for name, (command, env) in variants.items() if r % 2 == 0 else reversed(variants.items()):
                 with Service(args.workers, args.database_url, command, env) as service:
-                    run = measure(service, f"{name}{r}", args)
+                    if args.what == "ingest":
+                        run = ingest(service, f"{name}{r}", args)
+                        line = (
+                            f"{run['rps']:>7,.0f} records/s  CPU per 1,000 records service {run['app_ms']:.0f} ms "
+                            f"postgres {run['pg_ms']:.0f} ms  non-201 {run['failures']:.0f}"
+                        )
+                    else:
+                        run = measure(service, f"{name}{r}", args)
+                        line = (
+                            f"{run['rps']:>7,.0f} checks/s  p50 {run['p50']:5.2f} ms  p99 {run['p99']:6.2f} ms  "
+                            f"CPU/check service {run['app_us']:.0f} us postgres {run['pg_us']:.0f} us  "
+                            f"non-2xx {run['non2xx']:.0f}"
+                        )
                 results[name].append(run)
-                print(
-                    f"round {r + 1} {name:<6} {run['rps']:>7,.0f} checks/s  p50 {run['p50']:5.2f} ms  "
-                    f"p99 {run['p99']:6.2f} ms  CPU/check service {run['app_us']:.0f} us postgres "
-                    f"{run['pg_us']:.0f} us  non-2xx {run['non2xx']:.0f}",
-                    flush=True,
-                )
+                print(f"round {r + 1} {name:<6} {line}", flush=True)
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False)
         shutil.rmtree(worktree, ignore_errors=True)
-    print(
-        f"audit cost: {args.workers} workers, {args.connections} connections, {args.seconds} s x {args.rounds}"
-    )
+    unit = "records" if args.what == "ingest" else "checks"
+    print(f"audit {args.what}: {args.workers} workers, {args.rounds} rounds, before = {args.before}")
     medians = {}
     for name, runs in results.items():
-        medians[name] = {
-            k: statistics.median(run[k] for run in runs) for k in ("rps", "p99", "app_us", "pg_us")
-        }
+        medians[name] = {k: statistics.median(run[k] for run in runs) for k in runs[0]}
         m = medians[name]
-        print(
-            f"{name:<6} median {m['rps']:>7,.0f} checks/s  p99 {m['p99']:6.2f} ms  CPU/check service "
-            f"{m['app_us']:.0f} us  postgres {m['pg_us']:.0f} us"
+        cpu = (
+            f"CPU per 1,000 records service {m['app_ms']:.0f} ms postgres {m['pg_ms']:.0f} ms"
+            if args.what == "ingest"
+            else f"p99 {m['p99']:6.2f} ms  CPU/check service {m['app_us']:.0f} us  postgres {m['pg_us']:.0f} us"
         )
+        print(f"{name:<6} median {m['rps']:>7,.0f} {unit}/s  {cpu}")
     change = medians["after"]["rps"] / medians["before"]["rps"] - 1
-    print(f"throughput after/before: {change:+.1%} (the budget is -10%)")
+    budget = " (the budget is -10%)" if args.what == "cost" else ""
+    print(f"throughput after/before: {change:+.1%}{budget}")
     return 0
 
 
@@ -172,7 +196,7 @@ async def verify_speed(args: argparse.Namespace) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["cost", "verify"])
+    ap.add_argument("what", choices=["cost", "ingest", "verify"])
     ap.add_argument("--before", default=BEFORE, help="git revision to compare against (cost)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
@@ -180,12 +204,13 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=15)
     ap.add_argument("--subjects", type=int, default=20_000)
     ap.add_argument("--entries", type=int, default=1_000_000)
+    ap.add_argument("--records", type=int, default=100_000, help="records per ingest run")
     ap.add_argument("--database-url", help="external PostgreSQL instead of the embedded one")
     args = ap.parse_args()
-    if args.what == "cost":
-        if not shutil.which("wrk"):
-            sys.exit("wrk is not installed: apt-get install -y wrk")
-        return cost(args)
+    if args.what == "cost" and not shutil.which("wrk"):
+        sys.exit("wrk is not installed: apt-get install -y wrk")
+    if args.what in ("cost", "ingest"):
+        return compare(args)
     return asyncio.run(verify_speed(args))
 
 
