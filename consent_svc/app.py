@@ -37,6 +37,7 @@ log = logging.getLogger("consent_svc")
 
 HOUSEKEEPING_SECONDS = 600
 PARTITION_MONTHS_AHEAD = 2
+EXPORTS_AT_ONCE = 2  # per worker: an audit export holds a connection for its whole download
 
 
 async def _housekeeping(pool: asyncpg.Pool, settings: Settings) -> None:
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     decider = Decider(Rulebook(policies), rules, keys)  # gets its pool when the lifespan opens it
     signer = crypto.load_signing_key(settings)
     integrator = Integrator(signer, settings.audit_checkpoint_seconds)
+    export_slots = asyncio.Semaphore(EXPORTS_AT_ONCE)
     signals = telemetry.configure()
 
     _tune_gc()
@@ -131,6 +133,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "policies": Provide(lambda: policies, sync_to_thread=False, use_cache=True),
             "signer": Provide(lambda: signer, sync_to_thread=False, use_cache=True),
             "integrator": Provide(lambda: integrator, sync_to_thread=False, use_cache=True),
+            "export_slots": Provide(lambda: export_slots, sync_to_thread=False, use_cache=True),
         },
         plugins=[errors.problem_plugin(), *_tracing(signals)],
         middleware=[telemetry.RequestCounter] if signals.exported else [],

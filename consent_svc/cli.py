@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import functools
 import logging
 import os
 import sys
@@ -41,13 +40,6 @@ class Runtime:
             url = asyncio.run(db.ensure_database(self.server.get_uri()))
             self.settings = msgspec.structs.replace(self.settings, database_url=url)
 
-    @functools.cached_property
-    def signer(self) -> crypto.Signer:
-        try:
-            return crypto.load_signing_key(self.settings)
-        except SettingsError as exc:
-            fail(str(exc))
-
     async def connect(self):
         import asyncpg
 
@@ -82,7 +74,10 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 
     runtime = Runtime()
     settings = runtime.settings
-    runtime.signer  # noqa: B018  generated now if missing, not by workers racing each other
+    try:
+        crypto.load_signing_key(settings)  # generated now if missing, not by workers racing each other
+    except SettingsError as exc:
+        fail(str(exc))
     from consent_svc.policies.load import PolicyError, load_policies
 
     try:
@@ -166,7 +161,8 @@ def keys_create(name: str, scopes: tuple[str, ...]) -> None:
     new = asyncio.run(
         _audited(
             runtime,
-            lambda key: ("key.created", {"key_id": key.id, "name": key.name, "scopes": key.scopes}),
+            # Not the name: free text (it could be a person's e-mail) has no place in a log that is never erased.
+            lambda key: ("key.created", {"key_id": key.id, "scopes": key.scopes}),
             lambda conn: auth.create_key(conn, name, list(scopes)),
         )
     )
@@ -203,8 +199,10 @@ def audit() -> None:
     """Verify the tamper-evident audit log."""
 
 
-def _trusted(runtime_signer: crypto.Signer | None, extra: tuple[str, ...]) -> dict[str, bytes]:
-    keys = {runtime_signer.key_id: runtime_signer.public_key} if runtime_signer else {}
+def _trusted(settings: Settings, extra: tuple[str, ...]) -> dict[str, bytes]:
+    """The configured signing key's public half, and any key given on the command line."""
+    signer = crypto.configured_signer(settings)
+    keys = {signer.key_id: signer.public_key} if signer else {}
     for text in extra:
         try:
             raw = base64.b64decode(text, validate=True)
@@ -215,7 +213,27 @@ def _trusted(runtime_signer: crypto.Signer | None, extra: tuple[str, ...]) -> di
                 "--public-key: expected the base64 of a 32-byte Ed25519 public key (GET /v1/audit/public-key)"
             )
         keys[crypto.public_key_id(raw)] = raw
+    if not keys:
+        fail("no audit signing key is configured here: pass --public-key (GET /v1/audit/public-key)")
     return keys
+
+
+def _checkpoint(path: Path | None):
+    """A checkpoint kept elsewhere: the JSON of GET /v1/audit/checkpoints/latest, or an export's last line."""
+    if path is None:
+        return None
+    from consent_svc.audit.types import Checkpoint, ExportEnd
+
+    text = path.read_bytes().strip().splitlines()[-1] if path.stat().st_size else b""
+    for kind in (Checkpoint, ExportEnd):
+        try:
+            found = msgspec.json.decode(text, type=kind)
+        except msgspec.DecodeError:
+            continue
+        return found if kind is Checkpoint else found.checkpoint
+    fail(
+        f"--checkpoint: {path} holds no checkpoint (GET /v1/audit/checkpoints/latest, or an export's last line)"
+    )
 
 
 @audit.command("verify")
@@ -228,18 +246,25 @@ def _trusted(runtime_signer: crypto.Signer | None, extra: tuple[str, ...]) -> di
     multiple=True,
     help="Also trust this key (base64), e.g. one used before a rotation",
 )
-def audit_verify(from_seq: int, public_keys: tuple[str, ...]) -> None:
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A checkpoint kept outside the database: the log must still hold the tree it signed",
+)
+def audit_verify(from_seq: int, public_keys: tuple[str, ...], checkpoint: Path | None) -> None:
     """Recompute the Merkle tree from every entry and check every signed checkpoint; one line, exit 1 naming the
     first sequence number that fails."""
     from consent_svc.audit.verify import verify
 
     runtime = Runtime()
+    trusted = _trusted(runtime.settings, public_keys)
+    kept = _checkpoint(checkpoint)
 
     def progress(count: int) -> None:
         click.echo(f"... {count:,} entries verified", err=True)
 
     async def run(conn):
-        return await verify(conn, _trusted(runtime.signer, public_keys), from_seq, progress)
+        return await verify(conn, trusted, from_seq, progress, kept)
 
     report = asyncio.run(_with_conn(runtime, run))
     click.echo(report.line())
@@ -252,17 +277,16 @@ def audit_verify(from_seq: int, public_keys: tuple[str, ...]) -> None:
     "--public-key", "public_keys", multiple=True, help="The signing key (base64, GET /v1/audit/public-key)"
 )
 def audit_verify_export(file: Path, public_keys: tuple[str, ...]) -> None:
-    """Check an NDJSON export offline (no database): its signed checkpoint, every entry against its hash and
-    inclusion proof. Without --public-key, the key configured here is trusted."""
+    """Check an NDJSON export offline (no database): the signatures of its closing line (over the checkpoint
+    and over every byte of the export), every entry against its hash and inclusion proof. Without
+    --public-key, the key configured here is trusted."""
     from consent_svc.audit.verify import verify_export
 
-    signer = None
-    if not public_keys:
-        try:
-            signer = crypto.load_signing_key(Settings.from_env())
-        except SettingsError as exc:
-            fail(str(exc))
-    report = verify_export(file, _trusted(signer, public_keys))
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        fail(str(exc))
+    report = verify_export(file, _trusted(settings, public_keys))
     click.echo(report.line())
     sys.exit(0 if report.ok else 1)
 

@@ -78,13 +78,22 @@ def load_signing_key(settings: Settings) -> Signer:
     return Signer(_secret(settings, "audit_signing_key", data_bound=False))
 
 
-def _secret(settings: Settings, name: str, data_bound: bool) -> bytes:
+def configured_signer(settings: Settings) -> Signer | None:
+    """The audit signing key if one is configured or was generated here; never generates one (a verifier
+    must not invent the key it checks against)."""
+    seed = _secret(settings, "audit_signing_key", data_bound=False, generate=False)
+    return Signer(seed) if seed is not None else None
+
+
+def _secret(settings: Settings, name: str, data_bound: bool, generate: bool = True) -> bytes | None:
     secrets_dir = Path(settings.data_dir) / "secrets"
     given = getattr(settings, name)
     path = secrets_dir / f"{name}.b64"
     source = f"CONSENT_SVC_{name.upper()}"
     if given is None and path.exists():
         given, source = path.read_text().strip(), str(path)
+    if given is None and not generate:
+        return None
     if given is None:
         if data_bound and (Path(settings.data_dir) / "pg" / "PG_VERSION").exists():
             raise SettingsError(

@@ -2,6 +2,9 @@
 -- versions loaded, keys created and revoked, ...), made tamper-evident by a Merkle tree over its entries and
 -- signed checkpoints of that tree. Decisions become its entries: the decisions table goes.
 
+-- Nothing may be written to what is moved below while it moves (an older instance still running).
+LOCK TABLE decisions, consent_records, policy_activations, api_keys IN SHARE MODE;
+
 -- Entries. Written by the transaction that does the action (a decision's COPY, a consent batch's COPY), so an
 -- acknowledged action has its entry. Subjects are pseudonymous ids; anything personal is a keyed hash.
 -- `payload` is compact JSON with sorted keys, kept verbatim (json, not jsonb): its bytes are what the leaf
@@ -36,15 +39,23 @@ DECLARE
 BEGIN
     IF to_regclass(name) IS NULL THEN
         BEGIN
+            -- Making a partition locks the whole log; a long export holds it for reading. Waiting behind the
+            -- export would queue every writer behind this lock: give up at once and retry at the next
+            -- housekeeping (partitions are made two months ahead).
+            SET LOCAL lock_timeout = '100ms';
             EXECUTE format(
                 'CREATE TABLE %I PARTITION OF audit_log FOR VALUES FROM (%L) TO (%L)',
                 name, month_start::text || '+00', (month_start + interval '1 month')::text || '+00'
             );
-        EXCEPTION WHEN check_violation THEN
-            -- The default partition already holds rows of that month (a clock that ran ahead): they stay
-            -- there, still found by every query. Never stop a start-up for it.
-            RAISE WARNING 'partition % not made: audit_log_default holds rows of that month', name;
+        EXCEPTION
+            WHEN check_violation THEN
+                -- The default partition already holds rows of that month (a clock that ran ahead): they stay
+                -- there, still found by every query. Never stop a start-up for it.
+                RAISE WARNING 'partition % not made: audit_log_default holds rows of that month', name;
+            WHEN lock_not_available THEN
+                RAISE WARNING 'partition % not made yet: the log is busy', name;
         END;
+        RESET lock_timeout;
     END IF;
 END
 $$;
@@ -83,6 +94,7 @@ $$;
 SELECT ensure_audit_partitions(2);
 
 -- What earlier versions recorded becomes entries, in the same shapes the service now writes (sorted keys).
+-- A key's name is free text (it could be a person's e-mail) and stays out of the log, which is never erased.
 -- Consents written before this log existed have no recorded key: their actor is `system`.
 INSERT INTO audit_log (entry_id, at, action, actor, subject_id, outcome, payload)
 SELECT record_id, received_at, 'consent.recorded', 'system', subject_id, status,
@@ -123,7 +135,7 @@ ORDER BY a.activated_at;
 
 INSERT INTO audit_log (entry_id, at, action, actor, payload)
 SELECT gen_random_uuid(), t.at, t.action, 'system',
-       ('{"key_id":' || to_json(k.id) || ',"name":' || to_json(k.name) || ',"scopes":' || to_json(k.scopes) || '}')::json
+       ('{"key_id":' || to_json(k.id) || ',"scopes":' || to_json(k.scopes) || '}')::json
 FROM api_keys k
 CROSS JOIN LATERAL (VALUES ('key.created', k.created_at), ('key.revoked', k.revoked_at)) AS t (action, at)
 WHERE t.at IS NOT NULL

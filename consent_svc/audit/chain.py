@@ -20,6 +20,7 @@ import msgspec
 HASH_BYTES = 32
 ENTRY_FORMAT = 1
 CHECKPOINT_ORIGIN = "consent-svc audit log"
+EXPORT_ORIGIN = "consent-svc audit export"
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 Node = tuple[int, int]
@@ -167,6 +168,16 @@ def checkpoint_body(tree_size: int, root: bytes, signed_at: datetime) -> bytes:
     root) with the signing time as an extension line."""
     when = msgspec.json.encode(signed_at).decode().strip('"')
     return f"{CHECKPOINT_ORIGIN}\n{tree_size}\n{base64.b64encode(root).decode()}\nsigned_at {when}\n".encode()
+
+
+def export_body(tree_size: int, entries: int, digest: bytes, filter_json: bytes) -> bytes:
+    """What an export's closing signature covers: the checkpoint's tree size, how many entries, the SHA-256 of
+    every byte before the closing line, and the filter (compact sorted JSON). A line removed, added or changed
+    anywhere in the file breaks it."""
+    return (
+        f"{EXPORT_ORIGIN}\n{tree_size}\n{entries}\n{base64.b64encode(digest).decode()}\n"
+        f"filter {filter_json.decode()}\n"
+    ).encode()
 
 
 def split_nodes(nodes: bytes) -> list[bytes]:

@@ -81,6 +81,13 @@ async def integrate(conn: asyncpg.Connection, limit: int = MAX_PER_ROUND) -> tup
             raise ChainBroken(f"the entry at seq {head['seq']} is missing from audit_log")
         size, after = head["seq"], (head["txid"], head["entry_id"])
     horizon = await conn.fetchval(SELECT_HORIZON)
+    if horizon <= after[0]:
+        # Transaction ids went backwards: the database was restored from a dump (or moved by logical
+        # replication) and new entries would sort before the chain's head forever. Say so rather than skip them.
+        raise ChainBroken(
+            f"this database's transaction ids ({horizon}) are below the chain head's ({after[0]}): restored from a "
+            "dump? New entries cannot be integrated until the log is re-based"
+        )
     frontier = await frontier_of(conn, size)
     added = 0
     while added < limit:
@@ -152,7 +159,8 @@ class Integrator:
     async def round(self, checkpoint: bool = False) -> int | None:
         """One round; with `checkpoint`, wait for the lock and sign the tree if it grew since the last
         checkpoint. Returns the entries added (None: another worker holds the lock)."""
-        async with self.pool.acquire() as conn, conn.transaction():
+        # Read committed whatever the server's default: the head must be read after the lock is granted.
+        async with self.pool.acquire() as conn, conn.transaction(isolation="read_committed"):
             if checkpoint:
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", INTEGRATOR_LOCK)
             elif not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", INTEGRATOR_LOCK):

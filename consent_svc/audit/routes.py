@@ -3,11 +3,13 @@ key, and a subject's timeline."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import hashlib
 import io
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, NamedTuple
 from uuid import UUID
 
 import asyncpg
@@ -18,8 +20,8 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 
 from consent_svc import crypto, cursors
-from consent_svc.audit import store
-from consent_svc.audit.integrator import Integrator
+from consent_svc.audit import chain, store
+from consent_svc.audit.integrator import ChainBroken, Integrator
 from consent_svc.audit.store import AuditFilter
 from consent_svc.audit.types import (
     AuditPage,
@@ -40,6 +42,7 @@ from consent_svc.errors import (
     InvalidInput,
     NotFound,
     ProblemError,
+    Unavailable,
     problem_responses,
 )
 
@@ -52,6 +55,7 @@ FILTERS = (
     "(RFC 3339, until exclusive)."
 )
 Limit = Annotated[int, QueryParameter(ge=1, le=1000)]
+MAX_SEQ = 2**63 - 1  # bigint
 
 
 def _filter(
@@ -87,6 +91,17 @@ def _cursor(text: str | None) -> tuple[datetime, UUID] | None:
         return cursors.decode(text) if text else None
     except ValueError:
         raise ProblemError("`cursor` is not one this service issued", title="Bad cursor") from None
+
+
+class Export(NamedTuple):
+    pool: asyncpg.Pool
+    signer: crypto.Signer
+    slots: asyncio.Semaphore
+    """Exports at once per worker: each holds a connection for its whole download."""
+
+
+def broken(exc: ChainBroken) -> Unavailable:
+    return Unavailable(f"The audit chain cannot be extended: {exc}. Run `consent-svc audit verify`.")
 
 
 class NegotiatedStream(Stream):
@@ -139,19 +154,18 @@ class AuditController(Controller):
         integrator: NamedDependency[Integrator],
     ) -> EntryProof:
         async with pool.acquire() as conn:
+            found = await store.by_seq(conn, seq) if 0 < seq <= MAX_SEQ else None
             checkpoint = await store.latest_checkpoint(conn)
-        if checkpoint is None or checkpoint.tree_size < seq:
-            checkpoint = (
-                await integrator.checkpoint()
-            )  # sign now what has committed, rather than 404 for a second
-        size = checkpoint.tree_size if checkpoint else 0
-        async with pool.acquire() as conn:
-            found = await store.by_seq(conn, seq) if 0 < seq <= size else None
         if found is None:
-            raise NotFound("No entry has this sequence number.")
-        entry, leaf, previous, following = found
-        async with pool.acquire() as conn:
-            (proof,) = await store.proofs(conn, [seq], checkpoint.tree_size)
+            raise NotFound("No entry has this sequence number (entries join the tree within a second).")
+        try:
+            if checkpoint is None or checkpoint.tree_size < seq:
+                checkpoint = await integrator.checkpoint()  # chained but not yet signed: sign now
+            entry, leaf, previous, following = found
+            async with pool.acquire() as conn:
+                (proof,) = await store.proofs(conn, [seq], checkpoint.tree_size)
+        except ChainBroken as exc:
+            raise broken(exc) from None
         return EntryProof(entry, leaf, proof, checkpoint, previous, following)
 
     @get(
@@ -172,6 +186,8 @@ class AuditController(Controller):
         request: Request,
         pool: NamedDependency[asyncpg.Pool],
         integrator: NamedDependency[Integrator],
+        signer: NamedDependency[crypto.Signer],
+        export_slots: NamedDependency[asyncio.Semaphore],
         subject_id: FromQuery[UUID | None] = None,
         action: FromQuery[str | None] = None,
         actor: FromQuery[str | None] = None,
@@ -180,11 +196,17 @@ class AuditController(Controller):
         until: FromQuery[datetime | None] = None,
     ) -> Stream:
         where = _filter(subject_id, action, actor, outcome, since, until)
-        as_csv = request.accept.best_match([NDJSON, CSV, "application/json"], NDJSON) == CSV
-        checkpoint = await integrator.checkpoint()
+        try:
+            as_csv = request.accept.best_match([NDJSON, CSV, "application/json"], NDJSON) == CSV
+        except (ValueError, OverflowError):  # a malformed Accept (q=1e400) gets the default
+            as_csv = False
+        try:
+            checkpoint = await integrator.checkpoint()
+        except ChainBroken as exc:
+            raise broken(exc) from None
         lines = _csv_lines if as_csv else _ndjson_lines
         return NegotiatedStream(
-            lines(pool, where, checkpoint),
+            lines(Export(pool, signer, export_slots), where, checkpoint),
             media_type=CSV if as_csv else NDJSON,
             headers={"Content-Disposition": f'attachment; filename="audit.{"csv" if as_csv else "ndjson"}"'},
         )
@@ -197,7 +219,10 @@ class AuditController(Controller):
         responses=problem_responses(),
     )
     async def list_checkpoints(
-        self, pool: NamedDependency[asyncpg.Pool], cursor: FromQuery[int | None] = None, limit: Limit = 100
+        self,
+        pool: NamedDependency[asyncpg.Pool],
+        cursor: Annotated[int | None, QueryParameter(ge=1, le=MAX_SEQ)] = None,
+        limit: Limit = 100,
     ) -> CheckpointPage:
         async with pool.acquire() as conn:
             found = await store.checkpoints(conn, cursor, limit + 1)
@@ -282,46 +307,80 @@ def _timeline_item(e) -> TimelineItem:
 
 
 async def _exported(
-    pool: asyncpg.Pool, where: AuditFilter, checkpoint: Checkpoint | None
+    export: Export, where: AuditFilter, checkpoint: Checkpoint | None
 ) -> AsyncIterator[list[ExportedEntry]]:
     if checkpoint is None:
         return
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+    # A connection held for the whole download: a few exports at a time per worker (app.py), so they never
+    # take the pool from the checks.
+    async with (
+        export.slots,
+        export.pool.acquire() as conn,
+        conn.transaction(isolation="repeatable_read", readonly=True),
+    ):
         async for chunk in store.export(conn, where, checkpoint.tree_size):
             yield chunk
 
 
+def _export_end(
+    signer: crypto.Signer, where: AuditFilter, checkpoint: Checkpoint | None, count: int, digest: bytes
+) -> ExportEnd:
+    filter_json = store.payload({k: v for k, v in where._asdict().items() if v is not None})
+    body = chain.export_body(checkpoint.tree_size if checkpoint else 0, count, digest, filter_json)
+    return ExportEnd(
+        checkpoint=checkpoint,
+        entries=count,
+        filter=msgspec.json.decode(filter_json),
+        sha256=digest,
+        key_id=signer.key_id,
+        signature=signer.sign(body),
+        signed_note=body.decode(),
+    )
+
+
 async def _ndjson_lines(
-    pool: asyncpg.Pool, where: AuditFilter, checkpoint: Checkpoint | None
+    export: Export, where: AuditFilter, checkpoint: Checkpoint | None
 ) -> AsyncIterator[bytes]:
     encoder = msgspec.json.Encoder()
+    digest = hashlib.sha256()
     count = 0
-    async for chunk in _exported(pool, where, checkpoint):
+    async for chunk in _exported(export, where, checkpoint):
         count += len(chunk)
-        yield b"".join(encoder.encode(e) + b"\n" for e in chunk)
-    yield encoder.encode(ExportEnd(checkpoint=checkpoint, entries=count)) + b"\n"
+        data = b"".join(encoder.encode(e) + b"\n" for e in chunk)
+        digest.update(data)
+        yield data
+    yield encoder.encode(_export_end(export.signer, where, checkpoint, count, digest.digest())) + b"\n"
 
 
 async def _csv_lines(
-    pool: asyncpg.Pool, where: AuditFilter, checkpoint: Checkpoint | None
+    export: Export, where: AuditFilter, checkpoint: Checkpoint | None
 ) -> AsyncIterator[bytes]:
     """The NDJSON line's fields as columns (payload as its JSON text, proof as space-separated base64); the
-    last row has `action` = `checkpoint` and the checkpoint's JSON as its payload."""
+    last row has `action` = `checkpoint` and the closing object (as NDJSON's last line) as its payload."""
     encoder = msgspec.json.Encoder()
+    digest = hashlib.sha256()
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
     count = 0
-    async for chunk in _exported(pool, where, checkpoint):
+    async for chunk in _exported(export, where, checkpoint):
         count += len(chunk)
         for e in chunk:
             row = msgspec.json.decode(encoder.encode(e))
             row["payload"] = bytes(e.payload).decode()
             row["inclusion_proof"] = " ".join(row["inclusion_proof"])
             writer.writerow([row[c] if row[c] is not None else "" for c in CSV_COLUMNS])
-        yield buffer.getvalue().encode()
+        data = buffer.getvalue().encode()
+        digest.update(data)
+        yield data
         buffer.seek(0)
         buffer.truncate()
-    end = msgspec.json.encode(ExportEnd(checkpoint=checkpoint, entries=count)).decode()
+    if not count:
+        data = buffer.getvalue().encode()  # the header
+        digest.update(data)
+        yield data
+        buffer.seek(0)
+        buffer.truncate()
+    end = encoder.encode(_export_end(export.signer, where, checkpoint, count, digest.digest())).decode()
     writer.writerow(["" if c != "action" else "checkpoint" for c in CSV_COLUMNS[:-3]] + [end, "", ""])
     yield buffer.getvalue().encode()

@@ -20,12 +20,18 @@ from consent_svc.audit.types import AuditEntry, Checkpoint, ExportedEntry, Neigh
 
 ENTRY_COLUMNS = ("entry_id", "at", "action", "actor", "subject_id", "outcome", "payload")
 SYSTEM = "system"
+# The actions audit_log_by_action leaves out (and the families that include them).
+HOT_ACTIONS = frozenset({"decision.made", "consent.recorded", "decision.*", "consent.*", "*"})
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+# Two texts, not `$1 IS NULL OR ...`: a generic plan must still read the primary key from the cursor on.
 SELECT_CHECKPOINTS = """
+SELECT tree_size, root_hash, signed_at, key_id, signature FROM audit_checkpoints ORDER BY tree_size DESC LIMIT $1
+"""
+SELECT_CHECKPOINTS_BELOW = """
 SELECT tree_size, root_hash, signed_at, key_id, signature
 FROM audit_checkpoints
-WHERE $1::bigint IS NULL OR tree_size < $1
+WHERE tree_size < $1
 ORDER BY tree_size DESC
 LIMIT $2
 """
@@ -119,7 +125,7 @@ def _where(where: AuditFilter, extra: dict[str, Any]) -> tuple[str, list[Any]]:
         )
     else:
         given["action"] = action
-    if action is not None and not action.startswith(("decision.", "consent.")):
+    if action is not None and action not in HOT_ACTIONS:
         given["rare_action"] = ()  # lets the plan use audit_log_by_action (its predicate, restated)
     given.update(extra)
     clauses, args = ["true"], []
@@ -179,7 +185,12 @@ async def latest_checkpoint(conn: asyncpg.Connection) -> Checkpoint | None:
 
 
 async def checkpoints(conn: asyncpg.Connection, below: int | None, limit: int) -> list[Checkpoint]:
-    return [checkpoint_of(row) for row in await conn.fetch(SELECT_CHECKPOINTS, below, limit)]
+    rows = await (
+        conn.fetch(SELECT_CHECKPOINTS, limit)
+        if below is None
+        else conn.fetch(SELECT_CHECKPOINTS_BELOW, below, limit)
+    )
+    return [checkpoint_of(row) for row in rows]
 
 
 async def subtree_hashes(conn: asyncpg.Connection, nodes: Sequence[chain.Node]) -> dict[chain.Node, bytes]:

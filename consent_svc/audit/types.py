@@ -89,8 +89,19 @@ class ExportedEntry(msgspec.Struct, frozen=True, omit_defaults=False):
 
 
 class ExportEnd(msgspec.Struct, frozen=True):
-    checkpoint: Checkpoint
+    """An export's last line: the checkpoint its proofs lead to, and a signature over the export itself."""
+
+    checkpoint: Checkpoint | None
+    """None only when the log is empty."""
     entries: int
+    filter: dict[str, Any]
+    sha256: bytes
+    """Of every byte of the export before this line."""
+    key_id: str
+    signature: bytes
+    """Ed25519 over `signed_note`."""
+    signed_note: str
+    """The exact text signed (audit/chain.export_body): tree size, entries, the digest, the filter."""
 
 
 class TimelineItem(msgspec.Struct, frozen=True):

@@ -1,4 +1,5 @@
-"""`consent-svc audit verify`: recompute the tree from the entries and check every signed checkpoint.
+"""`consent-svc audit verify`: recompute the tree from the entries and check every signed checkpoint; and
+`verify-export`: check an exported slice offline.
 
 Streams the chain in seq order through a cursor, holding one frontier (O(log n) hashes), so ten million
 entries need no more memory than ten. Everything is read in one repeatable-read snapshot.
@@ -6,6 +7,7 @@ entries need no more memory than ten. Everything is read in one repeatable-read 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -18,7 +20,7 @@ import msgspec
 from consent_svc import crypto
 from consent_svc.audit import chain
 from consent_svc.audit.integrator import ChainBroken, frontier_of
-from consent_svc.audit.types import Checkpoint
+from consent_svc.audit.types import Checkpoint, ExportEnd
 
 FETCH = 10_000
 PROGRESS_EVERY = 1_000_000
@@ -33,13 +35,21 @@ ORDER BY c.seq
 SELECT_CHECKPOINTS = """
 SELECT tree_size, root_hash, signed_at, key_id, signature FROM audit_checkpoints WHERE tree_size >= $1 ORDER BY tree_size
 """
+SELECT_SIZE = "SELECT coalesce(max(seq), 0) FROM audit_chain"
 # Entries the integrator has passed (at or before the chain's last one in its order) must all be in the
 # chain: one more means a row was slipped into the log behind its back.
-COUNT_PASSED = """
-SELECT count(*) FROM audit_log
-WHERE (txid, entry_id) <= (SELECT e.txid, e.entry_id FROM audit_chain c
-                           JOIN audit_log e ON e.at = c.at AND e.entry_id = c.entry_id
-                           ORDER BY c.seq DESC LIMIT 1)
+HEAD = """(SELECT h.txid, h.entry_id FROM audit_chain c JOIN audit_log h ON h.at = c.at AND h.entry_id = c.entry_id
+ ORDER BY c.seq DESC LIMIT 1)"""
+COUNT_PASSED = f"SELECT count(*) FROM audit_log WHERE (txid, entry_id) <= {HEAD}"
+SELECT_FIRST_SLIPPED = f"""
+SELECT e.txid, e.entry_id FROM audit_log e
+WHERE (e.txid, e.entry_id) <= {HEAD} AND NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.entry_id = e.entry_id)
+ORDER BY e.txid, e.entry_id
+LIMIT 1
+"""
+COUNT_CHAINED_BEFORE = """
+SELECT count(*) FROM audit_chain c JOIN audit_log e ON e.at = c.at AND e.entry_id = c.entry_id
+WHERE (e.txid, e.entry_id) < ($1::xid8, $2::uuid)
 """
 COUNT_ALL = "SELECT count(*) FROM audit_log"
 
@@ -70,45 +80,67 @@ class Report(msgspec.Struct):
         )
 
 
+class _Run:
+    def __init__(self, trusted: dict[str, bytes]) -> None:
+        self.trusted = trusted
+        self.started = time.perf_counter()
+        self.report = Report(ok=True)
+        self.used_keys: set[str] = set()
+
+    def fail(self, seq: int | None, problem: str) -> Report:
+        r = self.report
+        r.ok, r.failed_seq, r.problem = False, seq, problem
+        r.seconds = time.perf_counter() - self.started
+        return r
+
+    def bad_checkpoint(self, cp: Checkpoint, root: bytes, since: int) -> str | None:
+        """Why this checkpoint does not hold for a tree with this root (None: it holds)."""
+        key = self.trusted.get(cp.key_id)
+        if key is None:
+            return f"checkpoint at tree size {cp.tree_size} is signed by untrusted key {cp.key_id}"
+        if not crypto.signature_valid(
+            key, cp.signature, chain.checkpoint_body(cp.tree_size, cp.root_hash, cp.signed_at)
+        ):
+            return f"checkpoint at tree size {cp.tree_size} has a bad signature"
+        if cp.root_hash != root:
+            return (
+                f"the tree of the first {cp.tree_size:,} entries differs from the signed checkpoint: an entry "
+                f"after seq {since} was changed along with its stored hashes"
+            )
+        self.used_keys.add(cp.key_id)
+        return None
+
+
+def _checkpoint(row: asyncpg.Record) -> Checkpoint:
+    return Checkpoint(row[0], row[1], row[2], row[3], row[4], "")
+
+
 async def verify(
     conn: asyncpg.Connection,
     trusted: dict[str, bytes],
     from_seq: int = 1,
     progress: Callable[[int], None] | None = None,
+    kept: Checkpoint | None = None,
 ) -> Report:
-    """`trusted`: key id -> raw Ed25519 public key. A checkpoint signed by any other key fails."""
-    started = time.perf_counter()
-    report = Report(ok=True)
-
-    def fail(seq: int | None, problem: str) -> Report:
-        report.ok, report.failed_seq, report.problem = False, seq, problem
-        report.seconds = time.perf_counter() - started
-        return report
-
+    """`trusted`: key id -> raw Ed25519 public key; a checkpoint signed by any other key fails. `kept`: a
+    checkpoint kept outside the database, which the log must still hold (someone who can write to the
+    database could cut the log back, checkpoints and all: only a copy kept elsewhere shows it)."""
+    run = _Run(trusted)
+    report, fail = run.report, run.fail
+    if kept is not None and kept.tree_size < from_seq - 1:
+        return fail(from_seq, f"the kept checkpoint (tree size {kept.tree_size}) is before --from")
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         try:
             frontier = await frontier_of(conn, from_seq - 1)
         except ChainBroken as exc:
             return fail(from_seq, str(exc))
         checkpoints = await conn.cursor(SELECT_CHECKPOINTS, from_seq)
-        pending_checkpoints = await checkpoints.fetch(FETCH)
-        used_keys: set[str] = set()
+        pending = [_checkpoint(row) for row in await checkpoints.fetch(FETCH)]
         last_signed = from_seq - 1
-
-        def check_checkpoint(cp: asyncpg.Record) -> str | None:
-            key = trusted.get(cp["key_id"])
-            if key is None:
-                return f"checkpoint at tree size {cp['tree_size']} is signed by untrusted key {cp['key_id']}"
-            body = chain.checkpoint_body(cp["tree_size"], cp["root_hash"], cp["signed_at"])
-            if not crypto.signature_valid(key, cp["signature"], body):
-                return f"checkpoint at tree size {cp['tree_size']} has a bad signature"
-            if cp["root_hash"] != frontier.root():
-                return (
-                    f"the tree of the first {cp['tree_size']:,} entries differs from the signed checkpoint: an "
-                    f"entry after seq {last_signed} was changed along with its stored hashes"
-                )
-            used_keys.add(cp["key_id"])
-            return None
+        if kept is not None and kept.tree_size == from_seq - 1:
+            if problem := run.bad_checkpoint(kept, frontier.root(), last_signed):
+                return fail(from_seq, "kept " + problem)
+            kept = None
 
         expected = from_seq
         cursor = await conn.cursor(SELECT_CHAIN, from_seq)
@@ -116,7 +148,7 @@ async def verify(
             for seq, stored_leaf, nodes, entry_id, at, action, actor, subject_id, outcome, body in rows:
                 if seq != expected:
                     return fail(expected, f"missing from the chain (the next row is seq {seq})")
-                if at is None:
+                if at is None or body is None:
                     return fail(seq, f"entry {entry_id} is missing from the log or its time was changed")
                 leaf = chain.leaf_hash(
                     chain.canonical(entry_id, at, action, actor, subject_id, outcome, body)
@@ -124,39 +156,56 @@ async def verify(
                 if leaf != stored_leaf:
                     return fail(seq, f"entry {entry_id} was changed (its hash differs from the chain's)")
                 closed = frontier.append(leaf)
+                if nodes is None or len(nodes) != len(closed) * chain.HASH_BYTES:
+                    return fail(seq, "the stored tree nodes do not fit this position: rows moved or changed")
                 if b"".join(closed) != nodes:
                     stored = chain.split_nodes(nodes)
-                    level = next(k for k in range(1, 65) if closed[k - 1 : k] != stored[k - 1 : k])
+                    level = next(k for k in range(1, len(closed) + 1) if closed[k - 1] != stored[k - 1])
                     start = seq - (1 << level) + 1
                     return fail(
                         start,
                         f"the tree over seq {start}-{seq} does not match its stored hashes: entries reordered or "
                         "hashes changed",
                     )
-                while pending_checkpoints and pending_checkpoints[0]["tree_size"] <= seq:
-                    cp = pending_checkpoints.pop(0)
-                    if cp["tree_size"] == seq and (problem := check_checkpoint(cp)):
+                if kept is not None and kept.tree_size == seq:
+                    if problem := run.bad_checkpoint(kept, frontier.root(), last_signed):
+                        return fail(last_signed + 1, "kept " + problem)
+                    kept = None
+                if pending and pending[0].tree_size == seq:
+                    if problem := run.bad_checkpoint(pending.pop(0), frontier.root(), last_signed):
                         return fail(last_signed + 1, problem)
                     report.checkpoints += 1
-                    last_signed = cp["tree_size"]
-                    if not pending_checkpoints:
-                        pending_checkpoints = await checkpoints.fetch(FETCH)
+                    last_signed = seq
+                    if not pending:
+                        pending = [_checkpoint(row) for row in await checkpoints.fetch(FETCH)]
                 report.entries += 1
                 expected += 1
                 if progress and report.entries % PROGRESS_EVERY == 0:
                     progress(report.entries)
-        if pending_checkpoints:
-            size = pending_checkpoints[0]["tree_size"]
+        for cp in [*pending[:1], *([kept] if kept else [])]:
             return fail(
-                expected, f"a checkpoint covers {size:,} entries but the chain ends at seq {expected - 1}"
+                expected,
+                f"the log was cut back: a checkpoint covers {cp.tree_size:,} entries but the chain ends "
+                f"at seq {expected - 1}",
             )
-        passed = await conn.fetchval(COUNT_PASSED) if expected > 1 else 0
-        if passed > expected - 1:
-            return fail(None, f"{passed - (expected - 1):,} entries are in the log but not in the chain")
+        size = await conn.fetchval(SELECT_SIZE)
+        passed = await conn.fetchval(COUNT_PASSED) if size else 0
+        if passed != size:
+            slipped = await conn.fetchrow(SELECT_FIRST_SLIPPED)
+            if (
+                slipped is None
+            ):  # fewer passed than chained: entries deleted (found above when verified from 1)
+                return fail(None, f"{size - passed:,} chained entries are gone from the log")
+            seq = await conn.fetchval(COUNT_CHAINED_BEFORE, *slipped) + 1
+            return fail(
+                seq,
+                f"entry {slipped['entry_id']} is in the log but not in the chain: written behind the integrator's "
+                "back, where this seq would have been",
+            )
         report.pending = await conn.fetchval(COUNT_ALL) - passed
     report.unsigned = expected - 1 - max(last_signed, from_seq - 1)
-    report.key_ids = sorted(used_keys)
-    report.seconds = time.perf_counter() - started
+    report.key_ids = sorted(run.used_keys)
+    report.seconds = time.perf_counter() - run.started
     return report
 
 
@@ -175,42 +224,36 @@ class ExportLine(msgspec.Struct):
     inclusion_proof: list[bytes]
 
 
-class ExportTail(msgspec.Struct):
-    checkpoint: Checkpoint | None
-    entries: int
-
-
 def verify_export(path: Path, trusted: dict[str, bytes]) -> Report:
-    """Check an NDJSON export offline: the signed checkpoint on its last line, then every entry's hash and
-    inclusion proof against it. Needs only the public key; two passes over the file, one line in memory."""
-    started = time.perf_counter()
-    report = Report(ok=True)
-
-    def fail(seq: int | None, problem: str) -> Report:
-        report.ok, report.failed_seq, report.problem = False, seq, problem
-        report.seconds = time.perf_counter() - started
-        return report
-
-    last = b""
+    """Check an NDJSON export offline, with the public key alone: the signature over the whole file and the
+    checkpoint on its last line, then every entry's hash and inclusion proof. Two passes, one line in memory."""
+    run = _Run(trusted)
+    report, fail = run.report, run.fail
+    digest, before_last, last = hashlib.sha256(), None, b""
     with path.open("rb") as f:
         for raw in f:
             if raw.strip():
-                last = raw
+                before_last, last = digest.copy(), raw
+            digest.update(raw)
     try:
-        tail = msgspec.json.decode(last, type=ExportTail)
+        end = msgspec.json.decode(last, type=ExportEnd)
     except msgspec.DecodeError:
-        return fail(None, "the last line is not the closing checkpoint: the export is cut short")
-    cp = tail.checkpoint
-    if cp is None:
-        return fail(None, "no checkpoint: the log was empty") if tail.entries else report
-    key = trusted.get(cp.key_id)
+        return fail(None, "the last line is not the export's signed end: the export is cut short")
+    key = trusted.get(end.key_id)
     if key is None:
-        return fail(None, f"the checkpoint is signed by key {cp.key_id}, which is not trusted")
-    if not crypto.signature_valid(
-        key, cp.signature, chain.checkpoint_body(cp.tree_size, cp.root_hash, cp.signed_at)
-    ):
-        return fail(None, "the checkpoint's signature is not valid")
-    report.checkpoints, report.key_ids = 1, [cp.key_id]
+        return fail(None, f"the export is signed by key {end.key_id}, which is not trusted")
+    cp = end.checkpoint
+    size = cp.tree_size if cp else 0
+    body = chain.export_body(size, end.entries, end.sha256, msgspec.json.encode(end.filter, order="sorted"))
+    if not crypto.signature_valid(key, end.signature, body):
+        return fail(None, "the export's signature is not valid")
+    if before_last is None or end.sha256 != before_last.digest():
+        return fail(None, "the export was changed: lines were added, removed or edited after it was signed")
+    if cp is None:
+        return fail(None, "no checkpoint, yet the export holds entries") if end.entries else report
+    if problem := run.bad_checkpoint(cp, cp.root_hash, 0):
+        return fail(None, problem)
+    report.checkpoints, report.key_ids = 1, sorted(run.used_keys)
     decoder = msgspec.json.Decoder(ExportLine)
     previous = 0
     with path.open("rb") as f:
@@ -221,8 +264,8 @@ def verify_export(path: Path, trusted: dict[str, bytes]) -> Report:
                 e = decoder.decode(raw)
             except msgspec.DecodeError as exc:
                 return fail(None, f"line {number} is not an export line ({exc})")
-            if e.seq <= previous:
-                return fail(e.seq, f"line {number} is out of order (after seq {previous})")
+            if not previous < e.seq <= cp.tree_size:
+                return fail(e.seq, f"line {number} is out of order or beyond the checkpoint")
             previous = e.seq
             leaf = chain.leaf_hash(
                 chain.canonical(
@@ -236,7 +279,7 @@ def verify_export(path: Path, trusted: dict[str, bytes]) -> Report:
                     e.seq, f"entry {e.entry_id} is not in the signed tree (its inclusion proof fails)"
                 )
             report.entries += 1
-    if report.entries != tail.entries:
-        return fail(None, f"the checkpoint line says {tail.entries} entries, the file holds {report.entries}")
-    report.seconds = time.perf_counter() - started
+    if report.entries != end.entries:
+        return fail(None, f"the export says {end.entries} entries, the file holds {report.entries}")
+    report.seconds = time.perf_counter() - run.started
     return report

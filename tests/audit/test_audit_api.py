@@ -15,6 +15,7 @@ import pytest
 from consent_svc import crypto
 from consent_svc.audit import chain
 from consent_svc.audit.integrator import MAX_DELAY_SECONDS
+from consent_svc.audit.types import Checkpoint
 from consent_svc.audit.verify import verify, verify_export
 from tests.consents.helpers import record
 from tests.decisions.test_decisions_api import check, decide, iso, write
@@ -178,6 +179,23 @@ async def test_bad_search_is_a_problem_not_a_500(client, legal, query, status):
     assert response.headers["content-type"].startswith("application/problem+json")
 
 
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        ("/v1/audit/checkpoints?cursor=9223372036854775808", {}, 422),
+        ("/v1/audit/checkpoints?cursor=-1", {}, 422),
+        ("/v1/audit/1000000000000000000000000000000", {}, 404),
+        ("/v1/audit/-3", {}, 404),
+        ("/v1/audit/export?actor=%00", {}, 422),
+        ("/v1/audit/export?since=0001-01-01T00:00:00%2B05:00", {}, 422),
+        ("/v1/audit/export", {"Accept": "text/csv;q=1e400"}, 200),
+    ],
+)
+async def test_odd_requests_get_an_answer_not_a_500(client, legal, path, headers, status):
+    response = await client.get(path, headers={**legal, **headers})
+    assert response.status_code == status, response.text
+
+
 async def test_audit_needs_the_audit_scope(client, keys):
     for scope in ("decisions:check", "consents:read"):
         response = await client.get("/v1/audit", headers=await keys.of(scope))
@@ -185,10 +203,11 @@ async def test_audit_needs_the_audit_scope(client, keys):
 
 
 async def test_an_entry_comes_with_a_proof_that_checks_against_the_signed_checkpoint(
-    client, admin, legal, trusted
+    client, admin, legal, trusted, conn
 ):
     for i in range(12):
         await decide(client, admin, check(email=f"p{i}@example.com"))
+    await chained(conn)  # not yet signed: the request signs a checkpoint that covers it
     public = (await client.get("/v1/audit/public-key")).json()
     key = base64.b64decode(public["public_key"])
     assert {public["key_id"]: key} == trusted and "BEGIN PUBLIC KEY" in public["pem"]
@@ -240,12 +259,34 @@ async def test_export_streams_every_match_and_verifies_offline(client, admin, le
     assert not verify_export(changed, trusted).ok
     dropped = path.with_name("dropped.ndjson")
     dropped.write_text("\n".join(lines[:3] + lines[4:]) + "\n")
-    assert "says 21 entries" in verify_export(dropped, trusted).problem
+    assert "lines were added, removed or edited" in verify_export(dropped, trusted).problem
+    # ... even with the count on the last line adjusted to match: the count is signed
+    recounted = path.with_name("recounted.ndjson")
+    recounted.write_text(
+        "\n".join(lines[:3] + lines[4:-1] + [lines[-1].replace('"entries":21', '"entries":20')]) + "\n"
+    )
+    assert "signature is not valid" in verify_export(recounted, trusted).problem
     other = crypto.Signer(b"\x07" * 32)
     assert "not trusted" in verify_export(path, {other.key_id: other.public_key}).problem
     cut = path.with_name("cut.ndjson")
     cut.write_text("\n".join(lines[:-1]) + "\n")
     assert "cut short" in verify_export(cut, trusted).problem
+    # forged entries closed by a forged empty-log line, signed by someone else
+    forged = path.with_name("forged.ndjson")
+    tail = {**end, "checkpoint": None, "entries": 0}
+    forged.write_text("\n".join([*lines[:-1], json.dumps(tail)]) + "\n")
+    assert not verify_export(forged, trusted).ok
+
+
+async def test_an_export_of_nothing_is_signed_too(client, legal, trusted, tmp_path):
+    response = await client.get("/v1/audit/export", params={"action": "request.*"}, headers=legal)
+    lines = response.text.splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["entries"] == 0
+    path = tmp_path / "empty.ndjson"
+    path.write_text(response.text)
+    assert verify_export(path, trusted).ok
+    path.write_text(json.dumps({"seq": 1}) + "\n" + response.text)
+    assert not verify_export(path, trusted).ok
 
 
 async def test_export_as_csv_ends_with_its_checkpoint(client, admin, legal):
@@ -367,6 +408,12 @@ TAMPERING = {
         "FROM pair p JOIN pair q ON q.seq = 43 - p.seq",
         21,
     ),
+    "chain rows swapped whole": (  # leaf and nodes moved together
+        "CREATE TEMP TABLE pair AS SELECT * FROM audit_chain WHERE seq IN (3, 4); "
+        "DELETE FROM audit_chain WHERE seq IN (3, 4); "
+        "INSERT INTO audit_chain SELECT 7 - seq, entry_id, at, leaf_hash, nodes FROM pair",
+        3,
+    ),
     "tree node edited": (
         "UPDATE audit_chain SET nodes = sha256(nodes) || substring(nodes FROM 33) WHERE seq = 16",
         15,
@@ -430,7 +477,7 @@ async def test_verify_catches_a_cut_tail_a_slipped_in_entry_and_a_forged_checkpo
         "SELECT gen_random_uuid(), now(), 'consent.recorded', 'system', '{}', '1'::xid8",
     )
     report = await verify(conn, trusted)
-    assert not report.ok and "not in the chain" in report.problem
+    assert not report.ok and "not in the chain" in report.problem and report.failed_seq == 1
 
     other = crypto.Signer(b"\x01" * 32)
     await tampered(db_url, "DELETE FROM audit_log WHERE txid = '1'::xid8")
@@ -440,6 +487,27 @@ async def test_verify_catches_a_cut_tail_a_slipped_in_entry_and_a_forged_checkpo
     )
     report = await verify(conn, trusted)
     assert not report.ok and report.failed_seq == 1 and "untrusted key" in report.problem
+
+
+async def test_a_checkpoint_kept_elsewhere_catches_a_log_cut_back_with_its_checkpoints(
+    logged, db_url, conn, trusted
+):
+    kept = await conn.fetchrow("SELECT * FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1")
+    kept = Checkpoint(
+        kept["tree_size"], kept["root_hash"], kept["signed_at"], kept["key_id"], kept["signature"], ""
+    )
+    assert (await verify(conn, trusted, kept=kept)).ok
+    # the last entries and every checkpoint that covered them removed: the database alone looks fine ...
+    await tampered(
+        db_url,
+        f"DELETE FROM audit_log WHERE entry_id IN (SELECT entry_id FROM audit_chain WHERE seq > {logged - 4})",
+        f"DELETE FROM audit_chain WHERE seq > {logged - 4}",
+        f"DELETE FROM audit_checkpoints WHERE tree_size > {logged - 4}",
+    )
+    assert (await verify(conn, trusted)).ok
+    # ... but not against the checkpoint kept outside it
+    report = await verify(conn, trusted, kept=kept)
+    assert not report.ok and "cut back" in report.problem and report.failed_seq == logged - 3
 
 
 async def test_verify_from_a_seq(logged, conn, trusted):
@@ -520,3 +588,29 @@ async def test_erasing_a_subject_leaves_the_log_verifying(client, admin, legal, 
     # the erased person's next check is an unknown subject's: no entry links it to the old subject id
     await decide(client, admin, check(email=EMAIL))
     assert len(await entries(client, legal, subject_id=subject)) == 2
+
+
+async def test_cli_verify_against_a_kept_checkpoint_and_without_a_key(logged, db_url, tmp_path, conn):
+    from tests.test_cli import cli
+
+    latest = await conn.fetchrow("SELECT * FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1")
+    kept = tmp_path / "kept.json"
+    kept.write_text(
+        json.dumps(
+            {
+                "tree_size": latest["tree_size"],
+                "root_hash": base64.b64encode(latest["root_hash"]).decode(),
+                "signed_at": latest["signed_at"].isoformat(),
+                "key_id": latest["key_id"],
+                "signature": base64.b64encode(latest["signature"]).decode(),
+                "signed_note": "",
+            }
+        )
+    )
+    ok = cli(db_url, tmp_path, "audit", "verify", "--checkpoint", str(kept))
+    assert ok.returncode == 0 and ok.stdout.startswith("ok: "), ok.stdout + ok.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    keyless = cli(db_url, elsewhere, "audit", "verify")
+    assert keyless.returncode == 2 and "no audit signing key" in keyless.stderr
+    assert not (elsewhere / "secrets" / "audit_signing_key.b64").exists()  # a verifier invents no key
