@@ -10,9 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
-from uuid import UUID
 
 import asyncpg
 import msgspec
@@ -20,7 +18,7 @@ import msgspec
 from consent_svc import crypto
 from consent_svc.audit import chain
 from consent_svc.audit.integrator import ChainBroken, frontier_of
-from consent_svc.audit.types import Checkpoint, ExportEnd
+from consent_svc.audit.types import Checkpoint, ExportedEntry, ExportEnd
 
 FETCH = 10_000
 PROGRESS_EVERY = 1_000_000
@@ -209,21 +207,6 @@ async def verify(
     return report
 
 
-class ExportLine(msgspec.Struct):
-    """An export line as read back: the payload kept as its exact bytes (they are what the leaf hashed)."""
-
-    seq: int
-    entry_id: UUID
-    at: datetime
-    action: str
-    actor: str
-    subject_id: UUID | None
-    outcome: str | None
-    payload: msgspec.Raw
-    leaf_hash: bytes
-    inclusion_proof: list[bytes]
-
-
 def verify_export(path: Path, trusted: dict[str, bytes]) -> Report:
     """Check an NDJSON export offline, with the public key alone: the signature over the whole file and the
     checkpoint on its last line, then every entry's hash and inclusion proof. Two passes, one line in memory."""
@@ -254,7 +237,7 @@ def verify_export(path: Path, trusted: dict[str, bytes]) -> Report:
     if problem := run.bad_checkpoint(cp, cp.root_hash, 0):
         return fail(None, problem)
     report.checkpoints, report.key_ids = 1, sorted(run.used_keys)
-    decoder = msgspec.json.Decoder(ExportLine)
+    decoder = msgspec.json.Decoder(ExportedEntry)  # payload as Raw: its exact bytes, as hashed
     previous = 0
     with path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
