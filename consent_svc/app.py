@@ -31,6 +31,7 @@ from consent_svc.policies import store as policy_store
 from consent_svc.policies.load import load_policies
 from consent_svc.policies.routes import PolicyController
 from consent_svc.settings import Settings
+from consent_svc.webhooks.routes import InboundController, SourceController
 
 log = logging.getLogger("consent_svc")
 
@@ -117,7 +118,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     v1 = Router(
         "/v1",
-        route_handlers=[ConsentController, DecisionController, PolicyController, AuditController],
+        route_handlers=[
+            ConsentController,
+            DecisionController,
+            PolicyController,
+            AuditController,
+            SourceController,
+            InboundController,
+        ],
         middleware=[RequireScope],
         security=[{"BearerAuth": []}],
     )
@@ -134,6 +142,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "signer": Provide(lambda: signer, sync_to_thread=False, use_cache=True),
             "integrator": Provide(lambda: integrator, sync_to_thread=False, use_cache=True),
             "export_slots": Provide(lambda: export_slots, sync_to_thread=False, use_cache=True),
+            "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
         },
         plugins=[errors.problem_plugin(), *_tracing(signals)],
         middleware=[telemetry.RequestCounter] if signals.exported else [],

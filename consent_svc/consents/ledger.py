@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,6 +10,7 @@ import asyncpg
 import msgspec
 
 from consent_svc import crypto, idempotency
+from consent_svc.audit import store as audit_store
 from consent_svc.consents.identity import IdentifierError, SubjectConflict, normalize
 from consent_svc.consents.store import PreparedRecord, SubjectErased, insert_records, source_id
 from consent_svc.consents.types import BatchReceipt, ConsentBatch, ConsentRecordIn, Identifier, Source, Status
@@ -155,8 +157,11 @@ async def record_batch(
     records: list[PreparedRecord],
     actor: str,
     claim: idempotency.Claim | None = None,
+    status: int = 201,
+    entries: Sequence[tuple] = (),
 ) -> tuple[int, bytes, bool]:
     """Store every record or none; returns the status, the encoded BatchReceipt and whether it is a replay.
+    `entries`: audit entries of the action that brought the records (an inbound webhook), in the same commit.
 
     Committed before it returns: an answer given is an answer kept.
     """
@@ -166,10 +171,12 @@ async def record_batch(
                 if claim is not None and (replay := await idempotency.claim(conn, claim)) is not None:
                     return replay.status_code, replay.body, True
                 receipts = await insert_records(conn, keys, records, actor)
+                if entries:
+                    await audit_store.append(conn, entries)
                 body = msgspec.json.encode(BatchReceipt(records=receipts))
                 if claim is not None:
-                    await idempotency.store(conn, claim, 201, body)
-            return 201, body, False
+                    await idempotency.store(conn, claim, status, body)
+            return status, body, False
         except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
             # A concurrent batch linked the same new identifier or stored the same record first: the
             # retry sees its work and builds on it.

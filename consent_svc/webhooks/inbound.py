@@ -1,0 +1,80 @@
+"""Taking a CMP's signed message: verify, decode, store its records as one batch, answer with their ids.
+
+The signature is checked before the body is parsed. A `webhook-id` seen before from the same source gets the
+first answer again and stores nothing (CMPs retry until they see a 2xx): the Idempotency-Key mechanism of
+`POST /v1/consents`, keyed by source and message id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from datetime import UTC, datetime
+
+import asyncpg
+import msgspec
+from opentelemetry import metrics
+
+from consent_svc import crypto, idempotency
+from consent_svc.audit import store as audit_store
+from consent_svc.consents.ledger import RecordRules, prepare_batch, record_batch
+from consent_svc.errors import FieldError, Forbidden, InvalidInput, Unauthorized
+from consent_svc.webhooks import signing, store
+from consent_svc.webhooks.types import InboundEvent
+
+log = logging.getLogger("consent_svc.webhooks")
+
+# Refused messages: counted by reason (never by content), and logged without their body.
+REFUSED = metrics.get_meter("consent_svc").create_counter(
+    "consent_svc.inbound.refused", description="Inbound webhook messages refused, by reason"
+)
+DECODE = msgspec.json.Decoder(InboundEvent)
+
+
+def refused(reason: str, source: str) -> Unauthorized:
+    REFUSED.add(1, {"reason": reason})
+    log.warning("inbound message for source %s refused: %s", source, reason)
+    return Unauthorized(f"The message's signature was refused ({reason}).")
+
+
+async def receive(
+    pool: asyncpg.Pool,
+    keys: crypto.Keys,
+    rules: RecordRules,
+    source: str,
+    headers: dict[str, str],
+    body: bytes,
+) -> tuple[int, bytes, bool]:
+    """(status, body, replayed): 202 with the stored records' receipts."""
+    async with pool.acquire() as conn:
+        found = await store.verifiers(conn, keys, source)
+    if found is None:  # the same answer as a bad signature: source names are not to be probed
+        raise refused("unknown_source", source)
+    try:
+        message_id = signing.verify(found.keys, headers, body, time.time())
+    except signing.SignatureError as exc:
+        raise refused(exc.code, source) from None
+    if len(message_id) > 255:
+        raise InvalidInput(
+            "webhook-id: at most 255 characters", errors=[FieldError("webhook-id", "too long")]
+        )
+    if found.disabled:
+        REFUSED.add(1, {"reason": "source_disabled"})
+        raise Forbidden(f"Source `{source}` is disabled.", title="Source disabled")
+    event = DECODE.decode(body)  # 400 (not JSON) or 422 naming the field, as for every body
+    records = prepare_batch(event.data, rules, datetime.now(UTC))
+    actor = f"source:{source}"
+    claim = idempotency.Claim(
+        actor,
+        hashlib.sha256(message_id.encode()).digest(),
+        hmac.digest(rules.idempotency_key, body, "sha256"),
+        rules.idempotency_ttl_hours,
+    )
+    received = audit_store.entry(
+        "webhook.received",
+        actor,
+        {"records": len(records), "source": source, "type": "consent.records", "webhook_id": message_id},
+    )
+    return await record_batch(pool, keys, records, actor, claim, status=202, entries=[received])

@@ -1,0 +1,50 @@
+"""Wire types of CMP sources and inbound events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+from consent_svc.consents.types import ConsentBatch, RegionCode
+
+SourceName = Annotated[
+    str,
+    msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="lower-case letters, digits, `-`, `_`"),
+]
+SourceKind = Literal["generic"]
+
+
+class SourceIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: SourceName
+    kind: SourceKind = "generic"
+    default_region: RegionCode | None = None
+    """For events that name no region (GPP strings)."""
+
+
+class Source(msgspec.Struct, frozen=True):
+    name: str
+    kind: str
+    default_region: str | None
+    created_at: datetime
+    disabled_at: datetime | None
+    secrets: int
+    """Secrets that verify now (two during a rotation's grace period)."""
+
+
+class SourceSecret(msgspec.Struct, frozen=True):
+    """Shown once: the service keeps it only wrapped by its master key."""
+
+    name: str
+    secret: str
+    previous_secret_retires_at: datetime | None = None
+
+
+class ConsentRecordsEvent(
+    msgspec.Struct, frozen=True, tag_field="type", tag="consent.records", forbid_unknown_fields=True
+):
+    data: ConsentBatch
+
+
+InboundEvent = ConsentRecordsEvent

@@ -1,0 +1,213 @@
+"""A CMP pushing consent through signed inbound webhooks: registered, verified, deduplicated, audited."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from tests.consents.helpers import record
+
+
+def signed(
+    secret: str, body: dict | bytes, msg_id: str | None = None, at: float | None = None
+) -> tuple[bytes, dict]:
+    """What a CMP sends: the body and its Standard Webhooks headers, made with the reference library."""
+    payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
+    when = datetime.fromtimestamp(at if at is not None else time.time(), UTC)
+    headers = {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(when.timestamp())),
+        "webhook-signature": Webhook(secret).sign(msg_id, when, payload.decode()),
+        "content-type": "application/json",
+    }
+    return payload, headers
+
+
+def records_event(*records: dict) -> dict:
+    return {"type": "consent.records", "data": {"records": list(records)}}
+
+
+@pytest.fixture
+async def manager(keys):
+    return await keys.of("webhooks:manage")
+
+
+@pytest.fixture
+async def cmp(client, manager):
+    response = await client.post(
+        "/v1/sources", json={"name": "web-cmp", "default_region": "FR"}, headers=manager
+    )
+    assert response.status_code == 201, response.text
+    made = response.json()
+    assert made["name"] == "web-cmp" and made["secret"].startswith("whsec_")
+    return made["secret"]
+
+
+async def post(client, source: str, secret: str, body, **kw):
+    payload, headers = signed(secret, body, **kw)
+    return await client.post(f"/v1/inbound/{source}", content=payload, headers=headers)
+
+
+async def test_a_signed_message_stores_its_records_and_is_audited(client, cmp, admin, conn):
+    response = await post(client, "web-cmp", cmp, records_event(record(purpose="analytics", region="FR")))
+    assert response.status_code == 202, response.text
+    (receipt,) = response.json()["records"]
+    history = (await client.get(f"/v1/subjects/{receipt['subject_id']}/consents", headers=admin)).json()
+    assert [r["id"] for r in history["records"]] == [receipt["id"]]
+    actions = {
+        r["action"]: r["actor"]
+        for r in await conn.fetch("SELECT action, actor FROM audit_log WHERE actor LIKE 'source:%'")
+    }
+    assert actions == {"consent.recorded": "source:web-cmp", "webhook.received": "source:web-cmp"}
+
+
+async def test_a_retried_message_is_answered_again_and_stored_once(client, cmp, conn):
+    body = records_event(record(email="r@example.com"))
+    first = await post(client, "web-cmp", cmp, body, msg_id="msg_retry")
+    again = await post(client, "web-cmp", cmp, body, msg_id="msg_retry")
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json() and again.headers.get("idempotent-replayed") == "true"
+    assert await conn.fetchval("SELECT count(*) FROM consent_records") == 1
+    assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'webhook.received'") == 1
+    other_body = await post(
+        client, "web-cmp", cmp, records_event(record(email="s@example.com")), msg_id="msg_retry"
+    )
+    assert other_body.status_code == 422
+    assert await conn.fetchval("SELECT count(*) FROM consent_records") == 1
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["forged", "stale", "future", "missing", "unknown_source", "no_v1"],
+)
+async def test_a_message_that_is_not_signed_right_is_401_and_stores_nothing(client, cmp, conn, tamper):
+    body = records_event(record())
+    payload, headers = signed(
+        cmp,
+        body,
+        at=time.time() - 600 if tamper == "stale" else time.time() + 600 if tamper == "future" else None,
+    )
+    source = "web-cmp"
+    if tamper == "forged":
+        payload = payload.replace(b"granted", b"denied")
+    elif tamper == "missing":
+        del headers["webhook-signature"]
+    elif tamper == "unknown_source":
+        source = "nobody"
+    elif tamper == "no_v1":
+        headers["webhook-signature"] = headers["webhook-signature"].replace("v1,", "v2,")
+    response = await client.post(f"/v1/inbound/{source}", content=payload, headers=headers)
+    assert response.status_code == 401, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert await conn.fetchval("SELECT count(*) FROM consent_records") == 0
+    assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'webhook.received'") == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        (b"{not json", 400, None),
+        ({"type": "consent.records"}, 422, "data"),
+        ({"type": "nope", "data": {}}, 422, "type"),
+        (records_event(record(purpose="unknown")), 422, "records[0].purpose"),
+        ({"type": "consent.records", "data": {"records": []}}, 422, "data.records"),
+    ],
+)
+async def test_a_signed_but_malformed_message_is_a_clear_problem(client, cmp, conn, body, status, field):
+    response = await post(client, "web-cmp", cmp, body)
+    assert response.status_code == status, response.text
+    if field:
+        assert field in response.text
+    assert await conn.fetchval("SELECT count(*) FROM consent_records") == 0
+
+
+async def test_an_oversized_message_is_413(client, cmp):
+    big = records_event(*[record(email=f"b{i}@example.com") for i in range(1)])
+    big["padding"] = "x" * (9 * 1024 * 1024)
+    response = await post(client, "web-cmp", cmp, big)
+    assert response.status_code == 413
+
+
+async def test_out_of_order_messages_leave_the_latest_collected_in_force(client, cmp, admin):
+    later = record(email="o@example.com", purpose="analytics", status="withdrawn", at="2026-11-20T12:00:00Z")
+    earlier = record(email="o@example.com", purpose="analytics", status="granted", at="2026-11-20T11:00:00Z")
+    first = await post(client, "web-cmp", cmp, records_event(later))
+    await post(client, "web-cmp", cmp, records_event(earlier))
+    subject = first.json()["records"][0]["subject_id"]
+    view = (await client.get(f"/v1/subjects/{subject}", headers=admin)).json()
+    assert [(c["purpose"], c["status"]) for c in view["consents"]] == [("analytics", "withdrawn")]
+
+
+async def test_rotation_keeps_the_old_secret_for_the_grace_period(client, cmp, manager):
+    rotated = await client.post("/v1/sources/web-cmp/rotate", headers=manager)
+    assert rotated.status_code == 200, rotated.text
+    new = rotated.json()
+    assert new["secret"] != cmp and new["previous_secret_retires_at"]
+    assert (
+        await post(client, "web-cmp", cmp, records_event(record(email="a@example.com")))
+    ).status_code == 202
+    assert (
+        await post(client, "web-cmp", new["secret"], records_event(record(email="b@example.com")))
+    ).status_code == 202
+    listed = (await client.get("/v1/sources", headers=manager)).json()
+    assert listed == [
+        {
+            **listed[0],
+            "name": "web-cmp",
+            "kind": "generic",
+            "default_region": "FR",
+            "secrets": 2,
+            "disabled_at": None,
+        }
+    ]
+    assert "secret" not in json.dumps(listed).replace('"secrets"', "")
+
+
+async def test_after_the_grace_period_the_old_secret_is_refused(client, cmp, manager, conn):
+    rotated = (await client.post("/v1/sources/web-cmp/rotate", headers=manager)).json()
+    await conn.execute(
+        "UPDATE source_secrets SET retires_at = now() - interval '1 second' WHERE retires_at IS NOT NULL"
+    )
+    assert (await post(client, "web-cmp", cmp, records_event(record()))).status_code == 401
+    assert (await post(client, "web-cmp", rotated["secret"], records_event(record()))).status_code == 202
+
+
+async def test_a_disabled_source_is_refused(client, cmp, manager, conn):
+    disabled = await client.post("/v1/sources/web-cmp/disable", headers=manager)
+    assert disabled.status_code == 200 and disabled.json()["disabled_at"]
+    response = await post(client, "web-cmp", cmp, records_event(record()))
+    assert response.status_code == 403
+    assert await conn.fetchval("SELECT count(*) FROM consent_records") == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"name": "web-cmp"}, 409),
+        ({"name": "Bad Name"}, 422),
+        ({"name": "x", "kind": "unknown-cmp"}, 422),
+        ({"name": "x", "default_region": "France"}, 422),
+        ({}, 422),
+    ],
+)
+async def test_bad_source_registrations(client, cmp, manager, body, status):
+    response = await client.post("/v1/sources", json=body, headers=manager)
+    assert response.status_code == status, response.text
+
+
+async def test_unknown_source_management_is_404(client, manager):
+    for action in ("rotate", "disable"):
+        assert (await client.post(f"/v1/sources/nobody/{action}", headers=manager)).status_code == 404
+
+
+async def test_secrets_are_stored_wrapped_never_in_clear(client, cmp, conn):
+    from consent_svc.webhooks.signing import secret_key
+
+    rows = await conn.fetch("SELECT * FROM source_secrets")
+    assert len(rows) == 1 and secret_key(cmp) not in rows[0]["wrapped"]
