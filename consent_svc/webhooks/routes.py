@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 from litestar import Controller, HttpMethod, Request, Response, get, post, route
 from litestar.di import NamedDependency
-from litestar.params import FromPath
+from litestar.params import FromPath, JSONBody
 
 from consent_svc import crypto
 from consent_svc.bodies import json_body
@@ -35,7 +35,10 @@ class SourceController(Controller):
         responses=problem_responses(409, 422),
     )
     async def create(
-        self, data: SourceIn, pool: NamedDependency[asyncpg.Pool], keys: NamedDependency[crypto.Keys]
+        self,
+        data: JSONBody[SourceIn],
+        pool: NamedDependency[asyncpg.Pool],
+        keys: NamedDependency[crypto.Keys],
     ) -> SourceSecret:
         if data.default_region is not None and canonical_region(data.default_region) is None:
             raise InvalidInput(
