@@ -10,11 +10,12 @@ from pathlib import Path
 
 import msgspec
 
-from consent_svc.policies.types import Policies, PurposeCatalogue, Regime, RegionMap
+from consent_svc.policies.types import Policies, PurposeCatalogue, Regime, RegionMap, TcfMapping
 
 UNKNOWN_REGION = "ZZ"
 PURPOSES_FILE = "purposes.toml"
 REGIONS_FILE = "regions.toml"
+TCF_FILE = "tcf.toml"  # optional: versions kept from before it existed have none
 REGIMES_DIR = "regimes"
 MAX_PURPOSES = 255
 
@@ -90,6 +91,7 @@ def read_files(directory: Path) -> dict[str, str]:
         directory / PURPOSES_FILE,
         directory / REGIONS_FILE,
         *sorted((directory / REGIMES_DIR).glob("*.toml")),
+        *([directory / TCF_FILE] if (directory / TCF_FILE).exists() else []),
     ]
     files = {}
     for path in paths:
@@ -146,6 +148,17 @@ def build_policies(files: dict[str, str]) -> Policies:
             problems.append(
                 f"{name}: no model for purpose `{missing}` (add it to a [[rules]] entry without valid_from)"
             )
+    tcf = None
+    if TCF_FILE in files:
+        tcf = _decode(TCF_FILE, files[TCF_FILE], TcfMapping)
+        seen: set[str] = set()
+        for entry in tcf.map:
+            where = _where(TCF_FILE, files[TCF_FILE], entry.purpose)
+            if entry.purpose not in purpose_ids:
+                problems.append(f"{where}: unknown purpose `{entry.purpose}` (not in {PURPOSES_FILE})")
+            if entry.purpose in seen:
+                problems.append(f"{where}: purpose `{entry.purpose}` is mapped twice")
+            seen.add(entry.purpose)
     if problems:
         raise PolicyError(problems)
 
@@ -159,6 +172,7 @@ def build_policies(files: dict[str, str]) -> Policies:
         version=f"{regions.version}+{digest.hexdigest()[:12]}",
         files=dict(files),
         region_regime=region_regime,
+        tcf=tcf,
     )
 
 

@@ -115,6 +115,20 @@ class Regime(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sources: list[Text] = []
 
 
+class TcfPurposeMap(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    purpose: str
+    """One of this service's purposes."""
+    tcf_purposes: Annotated[list[Annotated[int, msgspec.Meta(ge=1, le=24)]], msgspec.Meta(min_length=1)]
+    """IAB TCF purposes that must all have consent in a TC string for this purpose to be granted."""
+
+
+class TcfMapping(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`tcf.toml`: how a TC string's purpose consents become this service's consent records."""
+
+    version: str
+    map: list[TcfPurposeMap]
+
+
 class Policies(msgspec.Struct, frozen=True):
     """Everything loaded from `policies/`, immutable once the service starts."""
 
@@ -127,6 +141,8 @@ class Policies(msgspec.Struct, frozen=True):
     files: dict[str, str]
     """Relative path -> text, exactly as loaded: what the database keeps to show and re-apply."""
     region_regime: dict[str, str]
+    tcf: TcfMapping | None = None
+    """None for a policy version kept from before `tcf.toml` existed."""
 
     @property
     def purpose_ids(self) -> frozenset[str]:

@@ -21,7 +21,9 @@ from consent_svc import crypto, idempotency
 from consent_svc.audit import store as audit_store
 from consent_svc.consents.ledger import RecordRules, prepare_batch, record_batch
 from consent_svc.errors import FieldError, Forbidden, InvalidInput, Unauthorized
+from consent_svc.policies.types import Policies
 from consent_svc.webhooks import signing, store
+from consent_svc.webhooks.cmp import adapters
 from consent_svc.webhooks.types import InboundEvent
 
 log = logging.getLogger("consent_svc.webhooks")
@@ -43,6 +45,7 @@ async def receive(
     pool: asyncpg.Pool,
     keys: crypto.Keys,
     rules: RecordRules,
+    policies: Policies,
     source: str,
     headers: dict[str, str],
     body: bytes,
@@ -64,7 +67,8 @@ async def receive(
         REFUSED.add(1, {"reason": "source_disabled"})
         raise Forbidden(f"Source `{source}` is disabled.", title="Source disabled")
     event = DECODE.decode(body)  # 400 (not JSON) or 422 naming the field, as for every body
-    records = prepare_batch(event.data, rules, datetime.now(UTC))
+    batch = adapters.records_of(event, source, policies)
+    records = prepare_batch(batch, rules, datetime.now(UTC))
     actor = f"source:{source}"
     claim = idempotency.Claim(
         actor,
@@ -75,6 +79,11 @@ async def receive(
     received = audit_store.entry(
         "webhook.received",
         actor,
-        {"records": len(records), "source": source, "type": "consent.records", "webhook_id": message_id},
+        {
+            "records": len(records),
+            "source": source,
+            "type": event.__struct_config__.tag,
+            "webhook_id": message_id,
+        },
     )
     return await record_batch(pool, keys, records, actor, claim, status=202, entries=[received])

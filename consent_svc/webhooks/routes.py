@@ -13,6 +13,7 @@ from consent_svc.consents.ledger import RecordRules
 from consent_svc.consents.types import BatchReceipt
 from consent_svc.errors import Conflict, FieldError, InvalidInput, NotFound, problem_responses
 from consent_svc.policies.load import canonical_region
+from consent_svc.policies.types import Policies
 from consent_svc.settings import Settings
 from consent_svc.webhooks import inbound, store
 from consent_svc.webhooks.signing import HEADERS
@@ -117,7 +118,9 @@ class InboundController(Controller):
         description=(
             "Headers `webhook-id`, `webhook-timestamp` (within 5 minutes) and `webhook-signature` (`v1,<base64 "
             'HMAC-SHA256>` over `id.timestamp.body` with the source\'s secret). Body `{"type": '
-            '"consent.records", "data": {"records": [...]}}`. 202 with the records\' ids; a `webhook-id` '
+            '"consent.records", "data": {"records": [...]}}`, or `{"type": "tcf.string", "data": {"subject", '
+            '"tc_string", "region", "collected_at"?}}` (an IAB TCF v2.2 TC string, decoded strictly and mapped to '
+            "records by policies/tcf.toml, the string kept as proof). 202 with the records' ids; a `webhook-id` "
             "already taken from this source answers the same again and stores nothing. A bad, missing or stale "
             "signature, or an unknown source: 401, nothing stored."
         ),
@@ -130,9 +133,10 @@ class InboundController(Controller):
         pool: NamedDependency[asyncpg.Pool],
         keys: NamedDependency[crypto.Keys],
         rules: NamedDependency[RecordRules],
+        policies: NamedDependency[Policies],
     ) -> Response[BatchReceipt]:
         body = await request.body()
         headers = {name: request.headers.get(name, "") for name in HEADERS}
-        status, out, replayed = await inbound.receive(pool, keys, rules, source, headers, body)
+        status, out, replayed = await inbound.receive(pool, keys, rules, policies, source, headers, body)
         extra = {"Idempotent-Replayed": "true"} if replayed else {}
         return Response(out, status_code=status, media_type="application/json", headers=extra)  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from consent_svc.consents.types import ConsentBatch, RegionCode
+from consent_svc.consents.types import AwareDatetime, ConsentBatch, RegionCode, SubjectIdentifiers
 
 SourceName = Annotated[
     str,
@@ -47,4 +47,18 @@ class ConsentRecordsEvent(
     data: ConsentBatch
 
 
-InboundEvent = ConsentRecordsEvent
+class TcfString(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    subject: SubjectIdentifiers
+    tc_string: Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
+    region: RegionCode
+    collected_at: AwareDatetime | None = None
+    """When the choice was made; default: the string's LastUpdated (CMPs round it to the day)."""
+
+
+class TcfStringEvent(
+    msgspec.Struct, frozen=True, tag_field="type", tag="tcf.string", forbid_unknown_fields=True
+):
+    data: TcfString
+
+
+InboundEvent = ConsentRecordsEvent | TcfStringEvent

@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -211,3 +212,59 @@ async def test_secrets_are_stored_wrapped_never_in_clear(client, cmp, conn):
 
     rows = await conn.fetch("SELECT * FROM source_secrets")
     assert len(rows) == 1 and secret_key(cmp) not in rows[0]["wrapped"]
+
+
+TCF = {
+    v["id"]: v
+    for v in json.loads((Path(__file__).parent.parent / "vectors" / "tcf.json").read_text())["vectors"]
+}
+
+
+def tcf_event(tc_string: str, email: str = "t@example.com", **extra) -> dict:
+    data = {
+        "subject": {"identifiers": [{"type": "email", "value": email}]},
+        "tc_string": tc_string,
+        "region": "FR",
+    }
+    return {"type": "tcf.string", "data": {**data, **extra}}
+
+
+@pytest.mark.parametrize(
+    ("vector", "granted"),
+    [
+        ("tcf-005", {"targeted_advertising", "personalization", "profiling", "analytics"}),  # every purpose
+        ("tcf-007", set()),  # purposes 1, 2, 7, 10: no mapped purpose complete
+        ("tcf-011", {"targeted_advertising"}),  # 3 and 4, purpose 1 not required (PurposeOneTreatment)
+        ("tcf-023", set()),  # 1 and 3 only
+    ],
+)
+async def test_a_tc_string_becomes_records_by_the_policy_mapping(client, cmp, admin, vector, granted):
+    response = await post(client, "web-cmp", cmp, tcf_event(TCF[vector]["tc_string"]))
+    assert response.status_code == 202, response.text
+    receipts = response.json()["records"]
+    assert len(receipts) == 4
+    history = (await client.get(f"/v1/subjects/{receipts[0]['subject_id']}/consents", headers=admin)).json()
+    statuses = {r["purpose"]: r["status"] for r in history["records"]}
+    assert statuses == {p: "granted" if p in granted else "denied" for p in statuses}
+    record_ = history["records"][0]
+    assert record_["source"]["method"] == "tcf_v2" and record_["source"]["cmp"] == "iab-cmp-300"
+    assert record_["proof"]["tc_string"] == TCF[vector]["tc_string"]  # kept (encrypted) as proof
+    assert record_["collected_at"].startswith(TCF[vector]["decoded"]["LastUpdatedUtc"][:10])
+
+
+async def test_a_tc_string_with_its_own_collection_time(client, cmp, admin):
+    response = await post(
+        client, "web-cmp", cmp, tcf_event(TCF["tcf-005"]["tc_string"], collected_at="2026-11-01T09:30:00Z")
+    )
+    subject = response.json()["records"][0]["subject_id"]
+    history = (await client.get(f"/v1/subjects/{subject}/consents", headers=admin)).json()
+    assert {r["collected_at"] for r in history["records"]} == {"2026-11-01T09:30:00Z"}
+
+
+@pytest.mark.parametrize("vector", [v["id"] for v in TCF.values() if not v["valid"] and v["tc_string"]])
+async def test_a_malformed_tc_string_is_a_422_naming_what_is_wrong(client, cmp, conn, vector):
+    response = await post(client, "web-cmp", cmp, tcf_event(TCF[vector]["tc_string"]))
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["errors"][0]["field"] == "data.tc_string" and TCF[vector]["error"] in problem["detail"]
+    assert await conn.fetchval("SELECT count(*) FROM consent_records") == 0
