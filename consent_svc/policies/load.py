@@ -10,12 +10,13 @@ from pathlib import Path
 
 import msgspec
 
-from consent_svc.policies.types import Policies, PurposeCatalogue, Regime, RegionMap, TcfMapping
+from consent_svc.policies.types import GppMapping, Policies, PurposeCatalogue, Regime, RegionMap, TcfMapping
 
 UNKNOWN_REGION = "ZZ"
 PURPOSES_FILE = "purposes.toml"
 REGIONS_FILE = "regions.toml"
-TCF_FILE = "tcf.toml"  # optional: versions kept from before it existed have none
+TCF_FILE = "tcf.toml"  # optional, like GPP_FILE: versions kept from before they existed have none
+GPP_FILE = "gpp.toml"
 REGIMES_DIR = "regimes"
 MAX_PURPOSES = 255
 
@@ -91,7 +92,7 @@ def read_files(directory: Path) -> dict[str, str]:
         directory / PURPOSES_FILE,
         directory / REGIONS_FILE,
         *sorted((directory / REGIMES_DIR).glob("*.toml")),
-        *([directory / TCF_FILE] if (directory / TCF_FILE).exists() else []),
+        *(directory / name for name in (TCF_FILE, GPP_FILE) if (directory / name).exists()),
     ]
     files = {}
     for path in paths:
@@ -159,6 +160,13 @@ def build_policies(files: dict[str, str]) -> Policies:
             if entry.purpose in seen:
                 problems.append(f"{where}: purpose `{entry.purpose}` is mapped twice")
             seen.add(entry.purpose)
+    gpp = None
+    if GPP_FILE in files:
+        gpp = _decode(GPP_FILE, files[GPP_FILE], GppMapping)
+        for purpose in gpp.purposes():
+            if purpose not in purpose_ids:
+                where = _where(GPP_FILE, files[GPP_FILE], purpose)
+                problems.append(f"{where}: unknown purpose `{purpose}` (not in {PURPOSES_FILE})")
     if problems:
         raise PolicyError(problems)
 
@@ -173,6 +181,7 @@ def build_policies(files: dict[str, str]) -> Policies:
         files=dict(files),
         region_regime=region_regime,
         tcf=tcf,
+        gpp=gpp,
     )
 
 

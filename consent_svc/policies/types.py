@@ -129,6 +129,20 @@ class TcfMapping(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     map: list[TcfPurposeMap]
 
 
+class GppMapping(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`gpp.toml`: how a GPP string's US sections become this service's consent records."""
+
+    version: str
+    opt_outs: dict[Literal["SaleOptOut", "SharingOptOut", "TargetedAdvertisingOptOut"], str]
+    sensitive: str | None = None
+    gpc: list[str] = []
+    uspv1_opt_out_sale: str | None = None
+
+    def purposes(self) -> list[str]:
+        named = [*self.opt_outs.values(), self.sensitive, *self.gpc, self.uspv1_opt_out_sale]
+        return [p for p in named if p is not None]
+
+
 class Policies(msgspec.Struct, frozen=True):
     """Everything loaded from `policies/`, immutable once the service starts."""
 
@@ -143,6 +157,7 @@ class Policies(msgspec.Struct, frozen=True):
     region_regime: dict[str, str]
     tcf: TcfMapping | None = None
     """None for a policy version kept from before `tcf.toml` existed."""
+    gpp: GppMapping | None = None
 
     @property
     def purpose_ids(self) -> frozenset[str]:

@@ -67,7 +67,7 @@ async def receive(
         REFUSED.add(1, {"reason": "source_disabled"})
         raise Forbidden(f"Source `{source}` is disabled.", title="Source disabled")
     event = DECODE.decode(body)  # 400 (not JSON) or 422 naming the field, as for every body
-    batch = adapters.records_of(event, source, policies)
+    batch = adapters.records_of(event, source, found.default_region, policies)
     records = prepare_batch(batch, rules, datetime.now(UTC))
     actor = f"source:{source}"
     claim = idempotency.Claim(

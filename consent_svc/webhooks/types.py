@@ -61,4 +61,19 @@ class TcfStringEvent(
     data: TcfString
 
 
-InboundEvent = ConsentRecordsEvent | TcfStringEvent
+class GppString(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    subject: SubjectIdentifiers
+    gpp_string: Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
+    region: RegionCode | None = None
+    """Default: the source's `default_region`."""
+    collected_at: AwareDatetime | None = None
+    """When the choice was made; default: when the message arrived (a GPP string carries no time)."""
+
+
+class GppStringEvent(
+    msgspec.Struct, frozen=True, tag_field="type", tag="gpp.string", forbid_unknown_fields=True
+):
+    data: GppString
+
+
+InboundEvent = ConsentRecordsEvent | TcfStringEvent | GppStringEvent

@@ -268,3 +268,77 @@ async def test_a_malformed_tc_string_is_a_422_naming_what_is_wrong(client, cmp, 
     problem = response.json()
     assert problem["errors"][0]["field"] == "data.tc_string" and TCF[vector]["error"] in problem["detail"]
     assert await conn.fetchval("SELECT count(*) FROM consent_records") == 0
+
+
+GPP = {
+    v["id"]: v
+    for v in json.loads((Path(__file__).parent.parent / "vectors" / "gpp.json").read_text())["vectors"]
+}
+
+
+def gpp_event(gpp_string: str, email: str = "g@example.com", **extra) -> dict:
+    data = {"subject": {"identifiers": [{"type": "email", "value": email}]}, "gpp_string": gpp_string}
+    return {"type": "gpp.string", "data": {**data, **extra}}
+
+
+async def statuses_of(client, admin, response) -> dict[str, str]:
+    assert response.status_code == 202, response.text
+    subject = response.json()["records"][0]["subject_id"]
+    history = (await client.get(f"/v1/subjects/{subject}/consents", headers=admin)).json()["records"]
+    assert {r["proof"]["gpp_string"] for r in history} == {
+        json.loads(response.request.content)["data"]["gpp_string"]
+    }
+    return {r["purpose"]: r["status"] for r in history}
+
+
+async def test_a_california_gpp_string_with_gpc_opts_out(client, cmp, admin):
+    # usca: sale and sharing opted out, some sensitive categories limited, GPC set
+    response = await post(client, "web-cmp", cmp, gpp_event(GPP["gpp-013"]["gpp_string"], region="US-CA"))
+    assert await statuses_of(client, admin, response) == {
+        "sale": "denied",
+        "share": "denied",
+        "sensitive_data": "denied",
+    }
+
+
+async def test_a_national_gpp_string_that_did_not_opt_out_lifts_earlier_opt_outs(client, cmp, admin):
+    # usnat v1: sale, sharing and targeted advertising "did not opt out", sensitive data consented
+    body = gpp_event(GPP["gpp-005"]["gpp_string"], region="US-VA")
+    assert await statuses_of(client, admin, await post(client, "web-cmp", cmp, body)) == {
+        "sale": "granted",
+        "share": "granted",
+        "targeted_advertising": "granted",
+        "sensitive_data": "granted",
+    }
+
+
+async def test_a_gpp_string_takes_the_sources_default_region(client, manager, admin):
+    made = (
+        await client.post("/v1/sources", json={"name": "us-cmp", "default_region": "US-CA"}, headers=manager)
+    ).json()
+    response = await post(client, "us-cmp", made["secret"], gpp_event(GPP["gpp-013"]["gpp_string"]))
+    subject = response.json()["records"][0]["subject_id"]
+    history = (await client.get(f"/v1/subjects/{subject}/consents", headers=admin)).json()["records"]
+    assert {r["region"] for r in history} == {"US-CA"}
+
+
+@pytest.mark.parametrize(
+    ("gpp_string", "field"),
+    [
+        *[(v["gpp_string"], "data.gpp_string") for v in GPP.values() if not v["valid"]],
+        (GPP["gpp-001"]["gpp_string"], "data.gpp_string"),  # every field "not applicable": no choice stated
+    ],
+)
+async def test_a_gpp_string_that_decides_nothing_or_is_malformed_is_a_422(
+    client, cmp, conn, gpp_string, field
+):
+    response = await post(client, "web-cmp", cmp, gpp_event(gpp_string, region="US-CA"))
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == field
+    assert await conn.fetchval("SELECT count(*) FROM consent_records") == 0
+
+
+async def test_a_gpp_string_without_any_region_is_a_422(client, manager):
+    made = (await client.post("/v1/sources", json={"name": "nowhere"}, headers=manager)).json()
+    response = await post(client, "nowhere", made["secret"], gpp_event(GPP["gpp-013"]["gpp_string"]))
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "data.region"

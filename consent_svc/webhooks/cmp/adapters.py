@@ -4,20 +4,35 @@ decoder beside this module."""
 
 from __future__ import annotations
 
-from consent_svc.consents.types import ConsentBatch, ConsentRecordIn, Notice, Source
+from datetime import UTC, datetime
+
+import msgspec
+
+from consent_svc.consents.types import ConsentBatch, ConsentRecordIn, Notice, Source, Status
 from consent_svc.errors import FieldError, InvalidInput
 from consent_svc.policies.types import Policies
-from consent_svc.webhooks.cmp import tcf
+from consent_svc.webhooks.cmp import gpp, tcf
 from consent_svc.webhooks.cmp.bits import DecodeError
-from consent_svc.webhooks.types import ConsentRecordsEvent, InboundEvent, TcfStringEvent
+from consent_svc.webhooks.types import ConsentRecordsEvent, GppStringEvent, InboundEvent, TcfStringEvent
+
+# GPP opt-out fields: 1 opted out, 2 did not opt out (a choice to allow), 0 not applicable.
+OPT_OUT: dict[int, Status] = {1: "denied", 2: "granted"}
 
 
-def records_of(event: InboundEvent, source: str, policies: Policies) -> ConsentBatch:
+def records_of(
+    event: InboundEvent, source: str, default_region: str | None, policies: Policies
+) -> ConsentBatch:
     if isinstance(event, ConsentRecordsEvent):
         return event.data
     if isinstance(event, TcfStringEvent):
         return _tcf(event, source, policies)
+    if isinstance(event, GppStringEvent):
+        return _gpp(event, source, default_region, policies)
     raise AssertionError(f"no adapter for {type(event).__name__}")
+
+
+def _invalid(field: str, exc: DecodeError, title: str) -> InvalidInput:
+    return InvalidInput(f"{field}: {exc}", errors=[FieldError(field, str(exc))], title=title)
 
 
 def _tcf(event: TcfStringEvent, source: str, policies: Policies) -> ConsentBatch:
@@ -25,16 +40,7 @@ def _tcf(event: TcfStringEvent, source: str, policies: Policies) -> ConsentBatch
     try:
         decoded = tcf.decode(data.tc_string)
     except DecodeError as exc:
-        raise InvalidInput(
-            f"data.tc_string: {exc}",
-            errors=[FieldError("data.tc_string", str(exc))],
-            title="Invalid TC string",
-        ) from None
-    if policies.tcf is None:
-        raise InvalidInput(
-            "This policy set maps no TCF purposes (policies/tcf.toml)", title="TCF not configured"
-        )
-    consented = set(decoded.PurposesConsent) | ({1} if decoded.PurposeOneTreatment else set())
+        raise _invalid("data.tc_string", exc, "Invalid TC string") from None
     origin = Source(
         system=f"cmp:{source}",
         touchpoint="cmp",
@@ -43,19 +49,83 @@ def _tcf(event: TcfStringEvent, source: str, policies: Policies) -> ConsentBatch
         cmp=f"iab-cmp-{decoded.CmpId}",
     )
     collected_at = data.collected_at or decoded.last_updated
-    # The raw string is kept with each record, encrypted, as the proof of what the CMP said.
     proof = {"tc_string": data.tc_string, "tcf_policy_version": decoded.TcfPolicyVersion}
+    return _batch(data.subject, _tcf_choices(decoded, policies), collected_at, data.region, origin, proof)
+
+
+def _tcf_choices(decoded: tcf.TCString, policies: Policies) -> dict[str, Status]:
+    if policies.tcf is None:
+        raise InvalidInput(
+            "This policy set maps no TCF purposes (policies/tcf.toml)", title="TCF not configured"
+        )
+    consented = set(decoded.PurposesConsent) | ({1} if decoded.PurposeOneTreatment else set())
+    return {
+        entry.purpose: "granted" if set(entry.tcf_purposes) <= consented else "denied"
+        for entry in policies.tcf.map
+    }
+
+
+def _gpp(event: GppStringEvent, source: str, default_region: str | None, policies: Policies) -> ConsentBatch:
+    data = event.data
+    try:
+        decoded = gpp.decode(data.gpp_string)
+    except DecodeError as exc:
+        raise _invalid("data.gpp_string", exc, "Invalid GPP string") from None
+    region = data.region or default_region
+    if region is None:
+        raise InvalidInput(
+            "data.region: required, since the source has no default_region",
+            errors=[FieldError("data.region", "required: the source has no default_region")],
+        )
+    mapping = policies.gpp
+    if mapping is None:
+        raise InvalidInput(
+            "This policy set maps no GPP sections (policies/gpp.toml)", title="GPP not configured"
+        )
+    sections = decoded.sections
+    choices: dict[str, Status] = {}
+    if "tcfeuv2" in sections:
+        choices.update(_tcf_choices(msgspec.convert(sections["tcfeuv2"], tcf.TCString), policies))
+    usp = sections.get("uspv1")
+    if usp and mapping.uspv1_opt_out_sale and usp["OptOutSale"] in "YN":
+        choices[mapping.uspv1_opt_out_sale] = "denied" if usp["OptOutSale"] == "Y" else "granted"
+    for name in ("usnat", "usca"):  # the state's own section last: it wins
+        section = sections.get(name)
+        if section is None:
+            continue
+        for field, purpose in mapping.opt_outs.items():
+            if section.get(field) in OPT_OUT:
+                choices[purpose] = OPT_OUT[section[field]]
+        sensitive = section["SensitiveDataProcessing"]
+        if mapping.sensitive and any(v in (1, 2) for v in sensitive):
+            choices[mapping.sensitive] = "denied" if 1 in sensitive else "granted"
+        if section["Gpc"]:
+            choices.update(dict.fromkeys(mapping.gpc, "denied"))
+    if not choices:
+        raise InvalidInput(
+            "data.gpp_string: states no choice for any purpose mapped in policies/gpp.toml",
+            errors=[FieldError("data.gpp_string", "no mapped choice (every field not applicable)")],
+        )
+    origin = Source(system=f"cmp:{source}", touchpoint="cmp", method="gpp")
+    collected_at = data.collected_at or datetime.now(UTC)
+    return _batch(data.subject, choices, collected_at, region, origin, {"gpp_string": data.gpp_string})
+
+
+def _batch(
+    subject, choices: dict[str, Status], collected_at, region: str, origin: Source, proof: dict
+) -> ConsentBatch:
+    """One record per purpose the string decided; the raw string kept with each, encrypted, as proof."""
     return ConsentBatch(
         records=[
             ConsentRecordIn(
-                subject=data.subject,
-                purpose=entry.purpose,
-                status="granted" if set(entry.tcf_purposes) <= consented else "denied",
+                subject=subject,
+                purpose=purpose,
+                status=status,
                 collected_at=collected_at,
-                region=data.region,
+                region=region,
                 source=origin,
                 proof=proof,
             )
-            for entry in policies.tcf.map
+            for purpose, status in choices.items()
         ]
     )
