@@ -10,13 +10,22 @@ from pathlib import Path
 
 import msgspec
 
-from consent_svc.policies.types import GppMapping, Policies, PurposeCatalogue, Regime, RegionMap, TcfMapping
+from consent_svc.policies.types import (
+    DidomiMapping,
+    GppMapping,
+    Policies,
+    PurposeCatalogue,
+    Regime,
+    RegionMap,
+    TcfMapping,
+)
 
 UNKNOWN_REGION = "ZZ"
 PURPOSES_FILE = "purposes.toml"
 REGIONS_FILE = "regions.toml"
 TCF_FILE = "tcf.toml"  # optional, like GPP_FILE: versions kept from before they existed have none
 GPP_FILE = "gpp.toml"
+DIDOMI_FILE = "didomi.toml"
 REGIMES_DIR = "regimes"
 MAX_PURPOSES = 255
 
@@ -92,7 +101,7 @@ def read_files(directory: Path) -> dict[str, str]:
         directory / PURPOSES_FILE,
         directory / REGIONS_FILE,
         *sorted((directory / REGIMES_DIR).glob("*.toml")),
-        *(directory / name for name in (TCF_FILE, GPP_FILE) if (directory / name).exists()),
+        *(directory / name for name in (TCF_FILE, GPP_FILE, DIDOMI_FILE) if (directory / name).exists()),
     ]
     files = {}
     for path in paths:
@@ -167,6 +176,13 @@ def build_policies(files: dict[str, str]) -> Policies:
             if purpose not in purpose_ids:
                 where = _where(GPP_FILE, files[GPP_FILE], purpose)
                 problems.append(f"{where}: unknown purpose `{purpose}` (not in {PURPOSES_FILE})")
+    didomi = None
+    if DIDOMI_FILE in files:
+        didomi = _decode(DIDOMI_FILE, files[DIDOMI_FILE], DidomiMapping)
+        for purpose in didomi.purposes.values():
+            if purpose not in purpose_ids:
+                where = _where(DIDOMI_FILE, files[DIDOMI_FILE], purpose)
+                problems.append(f"{where}: unknown purpose `{purpose}` (not in {PURPOSES_FILE})")
     if problems:
         raise PolicyError(problems)
 
@@ -182,6 +198,7 @@ def build_policies(files: dict[str, str]) -> Policies:
         region_regime=region_regime,
         tcf=tcf,
         gpp=gpp,
+        didomi=didomi,
     )
 
 

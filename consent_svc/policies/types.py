@@ -143,6 +143,15 @@ class GppMapping(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return [p for p in named if p is not None]
 
 
+class DidomiMapping(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`didomi.toml`: Didomi's organization-defined purpose ids and user ids -> this service's."""
+
+    version: str
+    purposes: dict[str, str]
+    organization_user_id_type: str = "customer_id"
+    didomi_user_id_type: str = "x-didomi-user"
+
+
 class Policies(msgspec.Struct, frozen=True):
     """Everything loaded from `policies/`, immutable once the service starts."""
 
@@ -158,6 +167,7 @@ class Policies(msgspec.Struct, frozen=True):
     tcf: TcfMapping | None = None
     """None for a policy version kept from before `tcf.toml` existed."""
     gpp: GppMapping | None = None
+    didomi: DidomiMapping | None = None
 
     @property
     def purpose_ids(self) -> frozenset[str]:

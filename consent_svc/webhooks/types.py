@@ -13,7 +13,7 @@ SourceName = Annotated[
     str,
     msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="lower-case letters, digits, `-`, `_`"),
 ]
-SourceKind = Literal["generic"]
+SourceKind = Literal["generic", "didomi"]
 
 
 class SourceIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -76,4 +76,48 @@ class GppStringEvent(
     data: GppString
 
 
-InboundEvent = ConsentRecordsEvent | TcfStringEvent | GppStringEvent
+class DidomiPurpose(msgspec.Struct, frozen=True):
+    id: Annotated[str, msgspec.Meta(max_length=200)]
+    enabled: bool | None = None
+
+
+class DidomiConsents(msgspec.Struct, frozen=True):
+    purposes: Annotated[list[DidomiPurpose], msgspec.Meta(max_length=500)] = []
+    tcfcs: str | None = None
+
+
+class DidomiUser(msgspec.Struct, frozen=True):
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=320)] | None = None
+    organization_user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=320)] | None = None
+    country: str | None = None
+    region: str | None = None
+
+
+class DidomiEntity(msgspec.Struct, frozen=True):
+    """Didomi's consent event (Consents API v2 event schema); fields this service does not use are ignored."""
+
+    user: DidomiUser
+    id: str | None = None
+    created_at: AwareDatetime | None = None
+    regulation: str | None = None
+    consents: DidomiConsents = DidomiConsents()
+
+
+class DidomiParameters(msgspec.Struct, frozen=True):
+    entity: DidomiEntity | None = None
+    new_entity: DidomiEntity | None = None
+
+
+class DidomiEventCreated(msgspec.Struct, frozen=True, tag_field="type", tag="event.created"):
+    """Didomi's own webhook format (sources of kind `didomi`)."""
+
+    parameters: DidomiParameters
+    regulation: str | None = None
+
+
+class DidomiEventUpdated(msgspec.Struct, frozen=True, tag_field="type", tag="event.updated"):
+    parameters: DidomiParameters
+    regulation: str | None = None
+
+
+InboundEvent = ConsentRecordsEvent | TcfStringEvent | GppStringEvent | DidomiEventCreated | DidomiEventUpdated

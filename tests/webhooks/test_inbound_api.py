@@ -342,3 +342,73 @@ async def test_a_gpp_string_without_any_region_is_a_422(client, manager):
     made = (await client.post("/v1/sources", json={"name": "nowhere"}, headers=manager)).json()
     response = await post(client, "nowhere", made["secret"], gpp_event(GPP["gpp-013"]["gpp_string"]))
     assert response.status_code == 422 and response.json()["errors"][0]["field"] == "data.region"
+
+
+@pytest.fixture
+async def didomi(client, manager):
+    made = await client.post(
+        "/v1/sources", json={"name": "didomi", "kind": "didomi", "default_region": "FR"}, headers=manager
+    )
+    assert made.status_code == 201, made.text
+    return made.json()["secret"]
+
+
+def didomi_event(purposes: list[dict], kind: str = "event.created", **user) -> dict:
+    entity = {
+        "id": "evt_1",
+        "created_at": "2026-11-20T10:00:00Z",
+        "organization_id": "acme",
+        "user": {"id": "didomi-user-1", "organization_user_id": "cust-42", **user},
+        "consents": {"purposes": purposes, "vendors": {"enabled": [], "disabled": []}},
+    }
+    parameters = (
+        {"new_entity": entity, "old_entity": entity} if kind == "event.updated" else {"entity": entity}
+    )
+    return {"type": kind, "parameters": parameters}
+
+
+@pytest.mark.parametrize("kind", ["event.created", "event.updated"])
+async def test_a_didomi_event_becomes_records_of_the_mapped_purposes(client, didomi, admin, kind):
+    purposes = [
+        {"id": "cookies", "enabled": True},
+        {"id": "select_personalized_ads", "enabled": False},
+        {"id": "email_newsletter", "enabled": None},  # no choice for the purpose itself: nothing recorded
+        {"id": "not_mapped", "enabled": True},  # not in policies/didomi.toml: ignored
+    ]
+    response = await post(client, "didomi", didomi, didomi_event(purposes, kind))
+    assert response.status_code == 202, response.text
+    subject = response.json()["records"][0]["subject_id"]
+    history = (await client.get(f"/v1/subjects/{subject}/consents", headers=admin)).json()["records"]
+    assert {r["purpose"]: r["status"] for r in history} == {
+        "analytics": "granted",
+        "targeted_advertising": "denied",
+    }
+    assert {r["region"] for r in history} == {"FR"} and {r["source"]["cmp"] for r in history} == {"didomi"}
+    assert {r["collected_at"] for r in history} == {"2026-11-20T10:00:00Z"}
+    # the same person found again by the organization's own id
+    lookup = await client.post(
+        "/v1/subjects/lookup",
+        json={"identifiers": [{"type": "customer_id", "value": "cust-42"}]},
+        headers=admin,
+    )
+    assert lookup.json()["subject_id"] == subject
+
+
+async def test_didomis_format_from_a_generic_source_is_refused(client, cmp, conn):
+    response = await post(client, "web-cmp", cmp, didomi_event([{"id": "cookies", "enabled": True}]))
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "type"
+    assert await conn.fetchval("SELECT count(*) FROM consent_records") == 0
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        (didomi_event([{"id": "not_mapped", "enabled": True}]), "parameters.entity.consents.purposes"),
+        ({"type": "event.created", "parameters": {}}, "parameters.entity"),
+        ({"type": "event.updated", "parameters": {"entity": {"user": {"id": "x"}}}}, "parameters.new_entity"),
+    ],
+)
+async def test_a_didomi_event_that_decides_nothing_is_a_422(client, didomi, event, field):
+    response = await post(client, "didomi", didomi, event)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == field

@@ -11,9 +11,16 @@ import msgspec
 from consent_svc.consents.types import ConsentBatch, ConsentRecordIn, Notice, Source, Status
 from consent_svc.errors import FieldError, InvalidInput
 from consent_svc.policies.types import Policies
-from consent_svc.webhooks.cmp import gpp, tcf
+from consent_svc.webhooks.cmp import didomi, gpp, tcf
 from consent_svc.webhooks.cmp.bits import DecodeError
-from consent_svc.webhooks.types import ConsentRecordsEvent, GppStringEvent, InboundEvent, TcfStringEvent
+from consent_svc.webhooks.types import (
+    ConsentRecordsEvent,
+    DidomiEventCreated,
+    DidomiEventUpdated,
+    GppStringEvent,
+    InboundEvent,
+    TcfStringEvent,
+)
 
 # GPP opt-out fields: 1 opted out, 2 did not opt out (a choice to allow), 0 not applicable.
 OPT_OUT: dict[int, Status] = {1: "denied", 2: "granted"}
@@ -28,6 +35,8 @@ def records_of(
         return _tcf(event, source, policies)
     if isinstance(event, GppStringEvent):
         return _gpp(event, source, default_region, policies)
+    if isinstance(event, DidomiEventCreated | DidomiEventUpdated):
+        return didomi.records(event, source, default_region, policies)
     raise AssertionError(f"no adapter for {type(event).__name__}")
 
 

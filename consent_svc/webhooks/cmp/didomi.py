@@ -1,0 +1,85 @@
+"""Didomi's webhook format (developers.didomi.io, "Webhooks"; Consents API v2 event schema): `event.created`
+and `event.updated` become consent records, one per mapped purpose the user decided (policies/didomi.toml).
+
+Didomi itself authenticates with OAuth or its fixed egress address, not an HMAC signature: a `didomi` source
+still takes Standard Webhooks-signed messages, so Didomi's deliveries reach it through a signing relay.
+"""
+
+from __future__ import annotations
+
+from consent_svc.consents.types import ConsentBatch, ConsentRecordIn, Identifier, Source, SubjectIdentifiers
+from consent_svc.errors import FieldError, InvalidInput
+from consent_svc.policies.types import Policies
+from consent_svc.webhooks.types import DidomiEventCreated, DidomiEventUpdated
+
+
+def records(
+    event: DidomiEventCreated | DidomiEventUpdated,
+    source: str,
+    default_region: str | None,
+    policies: Policies,
+) -> ConsentBatch:
+    mapping = policies.didomi
+    if mapping is None:
+        raise InvalidInput(
+            "This policy set maps no Didomi purposes (policies/didomi.toml)", title="Didomi not configured"
+        )
+    entity = event.parameters.new_entity if isinstance(event, DidomiEventUpdated) else event.parameters.entity
+    field = "parameters.new_entity" if isinstance(event, DidomiEventUpdated) else "parameters.entity"
+    if entity is None:
+        raise InvalidInput(f"{field}: required", errors=[FieldError(field, "required")])
+    if entity.created_at is None:
+        raise InvalidInput(
+            f"{field}.created_at: required (when the choice was made)",
+            errors=[FieldError(f"{field}.created_at", "required")],
+        )
+    user = entity.user
+    identifiers = [
+        Identifier(type=kind, value=value)
+        for kind, value in (
+            (mapping.organization_user_id_type, user.organization_user_id),
+            (mapping.didomi_user_id_type, user.id),
+        )
+        if value
+    ]
+    if not identifiers:
+        raise InvalidInput(
+            f"{field}.user: neither id nor organization_user_id",
+            errors=[FieldError(f"{field}.user", "no identifier")],
+        )
+    region = user.region or user.country or default_region
+    if region is None:
+        raise InvalidInput(
+            f"{field}.user.country: required, since the source has no default_region",
+            errors=[FieldError(f"{field}.user.country", "required")],
+        )
+    origin = Source(system=f"cmp:{source}", touchpoint="cmp", method="didomi_webhook", cmp="didomi")
+    proof = {
+        "didomi_event_id": entity.id,
+        "regulation": event.regulation or entity.regulation,
+        "tcfcs": entity.consents.tcfcs,
+    }
+    choices = {
+        mapping.purposes[p.id]: "granted" if p.enabled else "denied"
+        for p in entity.consents.purposes
+        if p.enabled is not None and p.id in mapping.purposes
+    }
+    if not choices:
+        raise InvalidInput(
+            f"{field}.consents.purposes: no choice for a purpose mapped in policies/didomi.toml",
+            errors=[FieldError(f"{field}.consents.purposes", "no mapped choice")],
+        )
+    return ConsentBatch(
+        records=[
+            ConsentRecordIn(
+                subject=SubjectIdentifiers(identifiers=identifiers),
+                purpose=purpose,
+                status=status,
+                collected_at=entity.created_at,
+                region=region,
+                source=origin,
+                proof=proof,
+            )
+            for purpose, status in choices.items()
+        ]
+    )
