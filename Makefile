@@ -9,7 +9,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
-.PHONY: run test bench bench-check bench-audit
+.PHONY: run test bench bench-check bench-audit bench-inbound
 run: $(VENV)/.installed
 	$(VENV)/bin/consent-svc serve $(ARGS)
 
@@ -24,3 +24,6 @@ bench-check: $(VENV)/.installed
 
 bench-audit: $(VENV)/.installed
 	$(VENV)/bin/python bench/audit.py $(ARGS)
+
+bench-inbound: $(VENV)/.installed
+	$(VENV)/bin/python bench/inbound.py $(ARGS)

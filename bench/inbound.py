@@ -1,0 +1,159 @@
+"""Inbound CMP benchmark: signed Standard Webhooks messages through POST /v1/inbound/{source}.
+
+    make bench-inbound                          # 50,000 events, 2 workers, 32 connections
+    .venv/bin/python bench/inbound.py --events 20000 --kind tcf
+
+Starts `consent-svc serve` (embedded PostgreSQL in a fresh temp directory unless --database-url), registers a
+source, pre-signs --events messages (each one event for a new subject: a `consent.records` event of one record,
+or with --kind tcf a `tcf.string` event, which becomes four records), then sends each exactly once from wrk
+(1 thread, --connections; the Lua script stops after the last message). Prints events/s, p50/p99 and the
+non-2xx count, and the CPU per event of the service and PostgreSQL. Signing uses the reference library.
+Needs wrk (apt-get install -y wrk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime
+
+from common import Service
+from standardwebhooks.webhooks import Webhook
+
+TC_STRING = (
+    "CQNlwwAQNlwwAEsACBENCWEsAP_gAEPgAAYgXcQBYAKgBQAvMBjIEZgXcAjN"  # shared vector tcf-005 (all purposes)
+)
+SOURCE = {
+    "system": "bench-cmp",
+    "touchpoint": "web",
+    "method": "banner",
+    "notice": {"id": "n", "version": "1"},
+}
+
+LUA = """
+local messages, n, sent, done = {}, 0, 0, 0
+init = function(args)
+  for line in io.lines(args[1]) do
+    local id, ts, sig, body = line:match("([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t(.*)")
+    n = n + 1
+    messages[n] = {id, ts, sig, body}
+  end
+end
+request = function()
+  sent = sent + 1
+  if sent > n then return wrk.format("GET", "/health/live") end
+  local m = messages[sent]
+  return wrk.format("POST", "/v1/inbound/bench", {
+    ["Content-Type"] = "application/json",
+    ["webhook-id"] = m[1], ["webhook-timestamp"] = m[2], ["webhook-signature"] = m[3],
+  }, m[4])
+end
+response = function(status, headers, body)
+  done = done + 1
+  if done >= n then wrk.thread:stop() end
+end
+"""
+
+
+def event(i: int, kind: str, tag: str) -> dict:
+    subject = {"identifiers": [{"type": "email", "value": f"in{i}-{tag}@example.com"}]}
+    if kind == "tcf":
+        return {"type": "tcf.string", "data": {"subject": subject, "tc_string": TC_STRING, "region": "FR"}}
+    record = {
+        "subject": subject,
+        "purpose": "analytics",
+        "status": "granted",
+        "collected_at": "2026-11-01T00:00:00Z",
+        "region": "FR",
+        "source": SOURCE,
+    }
+    return {"type": "consent.records", "data": {"records": [record]}}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=50_000)
+    ap.add_argument("--kind", choices=["records", "tcf"], default="records")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--database-url", help="external PostgreSQL instead of the embedded one")
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed: apt-get install -y wrk")
+
+    with Service(args.workers, args.database_url) as service:
+        manager = service.key("webhooks:manage")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{service.port}/v1/sources",
+            data=json.dumps({"name": "bench"}).encode(),
+            headers={"Authorization": f"Bearer {manager}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request) as response:
+            secret = json.loads(response.read())["secret"]
+        signer = Webhook(secret)
+        t0 = time.perf_counter()
+        now = datetime.now(UTC)
+        lines = []
+        for i in range(args.events):
+            body = json.dumps(event(i, args.kind, str(int(t0))), separators=(",", ":"))
+            msg_id = f"msg_{i}"
+            lines.append(f"{msg_id}\t{int(now.timestamp())}\t{signer.sign(msg_id, now, body)}\t{body}")
+        messages = service.tmp / "messages.tsv"
+        messages.write_text("\n".join(lines) + "\n")
+        script = service.tmp / "inbound.lua"
+        script.write_text(LUA)
+        print(f"signed {args.events:,} messages in {time.perf_counter() - t0:.1f} s", flush=True)
+        app0, pg0 = service.cpu()
+        # Duration is only an upper bound: the script stops after the last message (the signatures' timestamps stay valid for 5 minutes).
+        run = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{args.connections}",
+                "-d60s",
+                "--latency",
+                "-s",
+                str(script),
+                f"http://127.0.0.1:{service.port}",
+                "--",
+                str(messages),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        ).stdout
+        app1, pg1 = service.cpu()
+        # wrk's own clock runs to its duration; the log's clock says when the first and last event were taken.
+        admin = service.key("audit:read")
+        export = urllib.request.Request(
+            f"http://127.0.0.1:{service.port}/v1/audit/export?action=webhook.received",
+            headers={"Authorization": f"Bearer {admin}"},
+        )
+        with urllib.request.urlopen(export) as response:
+            taken = [json.loads(line)["at"] for line in response.read().splitlines()[:-1]]
+        first, last = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (min(taken), max(taken)))
+    if "requests in" not in run:
+        sys.exit(f"wrk printed no summary:\n{run[-2000:]}")
+    requests = len(taken)
+    seconds = max((last - first).total_seconds(), 0.001)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", run)
+    p50 = re.search(r"50%\s+([\d.]+\w+)", run).group(1)
+    p99 = re.search(r"99%\s+([\d.]+\w+)", run).group(1)
+    print(f"inbound bench: {args.kind}, {args.workers} workers, wrk 1 thread {args.connections} connections")
+    print(
+        f"events         {requests:,.0f} in {seconds:.1f} s: {requests / seconds:,.0f} events/s (target 5,000)"
+    )
+    print(f"latency        p50 {p50}  p99 {p99}  non-2xx {bad.group(1) if bad else 0}")
+    per = 1e6 / max(requests, 1)
+    print(f"CPU per event  service {(app1 - app0) * per:.0f} us  postgres {(pg1 - pg0) * per:.0f} us")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
