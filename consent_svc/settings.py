@@ -32,6 +32,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Base64 of a 32-byte Ed25519 seed: signs audit checkpoints. Generated into ``data_dir`` when unset."""
     audit_checkpoint_seconds: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 10
     """How often a signed checkpoint is written while the log grows (exports and proofs sign one at once)."""
+    webhook_allow_private_networks: bool = False
+    """Let outbound webhooks reach loopback, private and link-local addresses (local tests only)."""
     webhook_secret_grace_hours: Annotated[int, msgspec.Meta(ge=0, le=720)] = 24
     """After a source's secret is rotated, how long the old one still verifies."""
     policies_dir: str = DEFAULT_POLICIES_DIR

@@ -324,18 +324,24 @@ async def test_a_gpp_string_takes_the_sources_default_region(client, manager, ad
 
 @pytest.mark.parametrize(
     ("gpp_string", "field"),
-    [
-        *[(v["gpp_string"], "data.gpp_string") for v in GPP.values() if not v["valid"]],
-        (GPP["gpp-001"]["gpp_string"], "data.gpp_string"),  # every field "not applicable": no choice stated
-    ],
+    [(v["gpp_string"], "data.gpp_string") for v in GPP.values() if not v["valid"]],
 )
-async def test_a_gpp_string_that_decides_nothing_or_is_malformed_is_a_422(
-    client, cmp, conn, gpp_string, field
-):
+async def test_a_malformed_gpp_string_is_a_422(client, cmp, conn, gpp_string, field):
     response = await post(client, "web-cmp", cmp, gpp_event(gpp_string, region="US-CA"))
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["field"] == field
     assert await conn.fetchval("SELECT count(*) FROM consent_records") == 0
+
+
+async def test_a_valid_gpp_string_that_states_nothing_applicable_is_taken_and_stores_nothing(
+    client, cmp, conn
+):
+    # gpp-001: usnat with every field 0 ("not applicable")
+    response = await post(client, "web-cmp", cmp, gpp_event(GPP["gpp-001"]["gpp_string"], region="US-CA"))
+    assert response.status_code == 202 and response.json() == {"records": []}
+    assert await conn.fetchval("SELECT count(*) FROM consent_records") == 0
+    logged = await conn.fetchval("SELECT payload::text FROM audit_log WHERE action = 'webhook.received'")
+    assert json.loads(logged)["records"] == 0
 
 
 async def test_a_gpp_string_without_any_region_is_a_422(client, manager):

@@ -110,11 +110,7 @@ def _gpp(event: GppStringEvent, source: str, default_region: str | None, policie
             choices[mapping.sensitive] = "denied" if 1 in sensitive else "granted"
         if section["Gpc"]:
             choices.update(dict.fromkeys(mapping.gpc, "denied"))
-    if not choices:
-        raise InvalidInput(
-            "data.gpp_string: states no choice for any purpose mapped in policies/gpp.toml",
-            errors=[FieldError("data.gpp_string", "no mapped choice (every field not applicable)")],
-        )
+    # A valid string may state nothing that applies (every field 0): accepted, and no record made.
     origin = Source(system=f"cmp:{source}", touchpoint="cmp", method="gpp")
     collected_at = data.collected_at or datetime.now(UTC)
     return _batch(data.subject, choices, collected_at, region, origin, {"gpp_string": data.gpp_string})
