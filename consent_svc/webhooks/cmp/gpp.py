@@ -75,65 +75,50 @@ def _gpc(parts: list[str]) -> dict[str, Any]:
     return {"GpcSegmentIncluded": True, "Gpc": bits.bool()}
 
 
-def _pairs(bits: Bits, count: int) -> list[int]:
-    return [bits.int(2) for _ in range(count)]
+MSPA_TAIL = (
+    "PersonalDataConsents",
+    "MspaCoveredTransaction",
+    "MspaOptOutOptionMode",
+    "MspaServiceProviderMode",
+)
+USNAT_HEAD = (
+    "SharingNotice",
+    "SaleOptOutNotice",
+    "SharingOptOutNotice",
+    "TargetedAdvertisingOptOutNotice",
+    "SensitiveDataProcessingOptOutNotice",
+    "SensitiveDataLimitUseNotice",
+    "SaleOptOut",
+    "SharingOptOut",
+    "TargetedAdvertisingOptOut",
+)
+USCA_HEAD = (
+    "SaleOptOutNotice",
+    "SharingOptOutNotice",
+    "SensitiveDataLimitUseNotice",
+    "SaleOptOut",
+    "SharingOptOut",
+)
+# section -> version -> (fields before the lists, SensitiveDataProcessing count, KnownChild count)
+US_LAYOUTS = {
+    "usnat": {1: (USNAT_HEAD, 12, 2), 2: (USNAT_HEAD, 16, 3)},  # the layout follows Version, never the length
+    "usca": {1: (USCA_HEAD, 9, 2)},
+}
 
 
-def _usnat(body: str) -> dict[str, Any]:
+def _us_section(name: str, body: str) -> dict[str, Any]:
+    """usnat or usca: a core subsection of 2-bit fields, then the optional GPC subsection."""
     core, *rest = body.split(".")
     bits = Bits(core)
     version = bits.int(6)
-    if version not in (1, 2):
-        raise DecodeError("unsupported_section_version", f"usnat version {version}")
-    out: dict[str, Any] = {"Version": version}
-    for name in (
-        "SharingNotice",
-        "SaleOptOutNotice",
-        "SharingOptOutNotice",
-        "TargetedAdvertisingOptOutNotice",
-        "SensitiveDataProcessingOptOutNotice",
-        "SensitiveDataLimitUseNotice",
-        "SaleOptOut",
-        "SharingOptOut",
-        "TargetedAdvertisingOptOut",
-    ):
-        out[name] = bits.int(2)
-    out["SensitiveDataProcessing"] = _pairs(bits, 12 if version == 1 else 16)
-    out["KnownChildSensitiveDataConsents"] = _pairs(bits, 2 if version == 1 else 3)
-    for name in (
-        "PersonalDataConsents",
-        "MspaCoveredTransaction",
-        "MspaOptOutOptionMode",
-        "MspaServiceProviderMode",
-    ):
-        out[name] = bits.int(2)
-    return {**out, **_gpc(rest)}
-
-
-def _usca(body: str) -> dict[str, Any]:
-    core, *rest = body.split(".")
-    bits = Bits(core)
-    version = bits.int(6)
-    if version != 1:
-        raise DecodeError("unsupported_section_version", f"usca version {version}")
-    out: dict[str, Any] = {"Version": version}
-    for name in (
-        "SaleOptOutNotice",
-        "SharingOptOutNotice",
-        "SensitiveDataLimitUseNotice",
-        "SaleOptOut",
-        "SharingOptOut",
-    ):
-        out[name] = bits.int(2)
-    out["SensitiveDataProcessing"] = _pairs(bits, 9)
-    out["KnownChildSensitiveDataConsents"] = _pairs(bits, 2)
-    for name in (
-        "PersonalDataConsents",
-        "MspaCoveredTransaction",
-        "MspaOptOutOptionMode",
-        "MspaServiceProviderMode",
-    ):
-        out[name] = bits.int(2)
+    layout = US_LAYOUTS[name].get(version)
+    if layout is None:
+        raise DecodeError("unsupported_section_version", f"{name} version {version}")
+    head, sensitive, children = layout
+    out: dict[str, Any] = {"Version": version, **{field: bits.int(2) for field in head}}
+    out["SensitiveDataProcessing"] = [bits.int(2) for _ in range(sensitive)]
+    out["KnownChildSensitiveDataConsents"] = [bits.int(2) for _ in range(children)]
+    out.update({field: bits.int(2) for field in MSPA_TAIL})
     return {**out, **_gpc(rest)}
 
 
@@ -151,7 +136,12 @@ def _tcfeuv2(body: str) -> dict[str, Any]:
     return msgspec.to_builtins(tcf.decode(body))
 
 
-DECODERS = {2: _tcfeuv2, 6: _uspv1, 7: _usnat, 8: _usca}
+DECODERS = {
+    2: _tcfeuv2,
+    6: _uspv1,
+    7: lambda body: _us_section("usnat", body),
+    8: lambda body: _us_section("usca", body),
+}
 
 
 def decode(text: str) -> GppString:
