@@ -107,19 +107,12 @@ async def integrate(conn: asyncpg.Connection, limit: int = MAX_PER_ROUND) -> tup
     return added, frontier
 
 
-async def sign(conn: asyncpg.Connection, signer: crypto.Signer, frontier: chain.Frontier) -> Checkpoint:
+async def sign(conn: asyncpg.Connection, signer: crypto.Signer, frontier: chain.Frontier) -> None:
+    """Write a signed checkpoint of the tree as it stands (the caller holds the lock)."""
     signed_at = datetime.now(UTC)
     root = frontier.root()
     signature = signer.sign(chain.checkpoint_body(frontier.size, root, signed_at))
     await conn.execute(INSERT_CHECKPOINT, frontier.size, root, signed_at, signer.key_id, signature)
-    return Checkpoint(
-        frontier.size,
-        root,
-        signed_at,
-        signer.key_id,
-        signature,
-        chain.checkpoint_body(frontier.size, root, signed_at).decode(),
-    )
 
 
 class Integrator:

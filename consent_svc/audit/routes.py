@@ -15,7 +15,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 from litestar import Controller, Request, get
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 
@@ -24,6 +24,7 @@ from consent_svc.audit import chain, store
 from consent_svc.audit.integrator import ChainBroken, Integrator
 from consent_svc.audit.store import AuditFilter
 from consent_svc.audit.types import (
+    AuditEntry,
     AuditPage,
     Checkpoint,
     CheckpointPage,
@@ -58,14 +59,15 @@ Limit = Annotated[int, QueryParameter(ge=1, le=1000)]
 MAX_SEQ = 2**63 - 1  # bigint
 
 
-def _filter(
-    subject_id: UUID | None,
-    action: str | None,
-    actor: str | None,
-    outcome: str | None,
-    since: datetime | None,
-    until: datetime | None,
+def audit_filter(
+    subject_id: FromQuery[UUID | None] = None,
+    action: FromQuery[str | None] = None,
+    actor: FromQuery[str | None] = None,
+    outcome: FromQuery[str | None] = None,
+    since: FromQuery[datetime | None] = None,
+    until: FromQuery[datetime | None] = None,
 ) -> AuditFilter:
+    """The filter query parameters of the search and the export, checked once."""
     errors = [
         FieldError(name, "must include a UTC offset")
         for name, value in (("since", since), ("until", until))
@@ -115,6 +117,7 @@ class NegotiatedStream(Stream):
 class AuditController(Controller):
     path = "/"
     tags = ["audit"]
+    dependencies = {"where": Provide(audit_filter, sync_to_thread=False)}
 
     @get(
         "/audit",
@@ -127,16 +130,10 @@ class AuditController(Controller):
     async def search(
         self,
         pool: NamedDependency[asyncpg.Pool],
-        subject_id: FromQuery[UUID | None] = None,
-        action: FromQuery[str | None] = None,
-        actor: FromQuery[str | None] = None,
-        outcome: FromQuery[str | None] = None,
-        since: FromQuery[datetime | None] = None,
-        until: FromQuery[datetime | None] = None,
+        where: NamedDependency[AuditFilter],
         cursor: FromQuery[str | None] = None,
         limit: Limit = 100,
     ) -> AuditPage:
-        where = _filter(subject_id, action, actor, outcome, since, until)
         async with pool.acquire() as conn:
             entries, last = await store.search(conn, where, _cursor(cursor), limit)
         return AuditPage(entries=entries, next_cursor=cursors.encode(*last) if last else None)
@@ -175,8 +172,9 @@ class AuditController(Controller):
         description=(
             FILTERS
             + " NDJSON (default) or CSV (`Accept: text/csv`). Each line holds the entry as hashed, its leaf "
-            'hash and its inclusion proof; the last line is `{"checkpoint": ..., "entries": n}`, signed now, '
-            "covering every entry exported. `consent-svc audit verify-export FILE` checks a file offline."
+            'hash and its inclusion proof; the last line is `{"checkpoint": ..., "entries": n, ...}`: a checkpoint '
+            "signed now that covers every entry exported, and a signature over the export's bytes, count and "
+            "filter. `consent-svc audit verify-export FILE` checks a file offline."
         ),
         media_type=NDJSON,
         responses=problem_responses(422),
@@ -188,14 +186,8 @@ class AuditController(Controller):
         integrator: NamedDependency[Integrator],
         signer: NamedDependency[crypto.Signer],
         export_slots: NamedDependency[asyncio.Semaphore],
-        subject_id: FromQuery[UUID | None] = None,
-        action: FromQuery[str | None] = None,
-        actor: FromQuery[str | None] = None,
-        outcome: FromQuery[str | None] = None,
-        since: FromQuery[datetime | None] = None,
-        until: FromQuery[datetime | None] = None,
+        where: NamedDependency[AuditFilter],
     ) -> Stream:
-        where = _filter(subject_id, action, actor, outcome, since, until)
         try:
             as_csv = request.accept.best_match([NDJSON, CSV, "application/json"], NDJSON) == CSV
         except (ValueError, OverflowError):  # a malformed Accept (q=1e400) gets the default
@@ -279,7 +271,7 @@ class AuditController(Controller):
         )
 
 
-def _timeline_item(e) -> TimelineItem:
+def _timeline_item(e: AuditEntry) -> TimelineItem:
     p = e.payload
     family = e.action.split(".")[0]
     kind = family if family in ("consent", "decision", "request") else "other"

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from consent_svc.consents.types import ConsentBatch, ConsentRecordIn, Notice, Source, Status
+from consent_svc.consents.types import ConsentBatch, Notice, Source, Status
 from consent_svc.errors import FieldError, InvalidInput
 from consent_svc.policies.types import Policies
-from consent_svc.webhooks.cmp import didomi, gpp, tcf
+from consent_svc.webhooks.cmp import didomi, gpp, records, tcf
 from consent_svc.webhooks.cmp.bits import DecodeError
 from consent_svc.webhooks.types import (
     ConsentRecordsEvent,
@@ -36,7 +36,7 @@ def records_of(
     if isinstance(event, GppStringEvent):
         return _gpp(event, source, default_region, policies)
     if isinstance(event, DidomiEventCreated | DidomiEventUpdated):
-        return didomi.records(event, source, default_region, policies)
+        return didomi.to_batch(event, source, default_region, policies)
     raise AssertionError(f"no adapter for {type(event).__name__}")
 
 
@@ -59,7 +59,9 @@ def _tcf(event: TcfStringEvent, source: str, policies: Policies) -> ConsentBatch
     )
     collected_at = data.collected_at or decoded.last_updated
     proof = {"tc_string": data.tc_string, "tcf_policy_version": decoded.TcfPolicyVersion}
-    return _batch(data.subject, _tcf_choices(decoded, policies), collected_at, data.region, origin, proof)
+    return records.batch(
+        data.subject, _tcf_choices(decoded, policies), collected_at, data.region, origin, proof
+    )
 
 
 def _tcf_choices(decoded: tcf.TCString, policies: Policies) -> dict[str, Status]:
@@ -113,24 +115,4 @@ def _gpp(event: GppStringEvent, source: str, default_region: str | None, policie
     # A valid string may state nothing that applies (every field 0): accepted, and no record made.
     origin = Source(system=f"cmp:{source}", touchpoint="cmp", method="gpp")
     collected_at = data.collected_at or datetime.now(UTC)
-    return _batch(data.subject, choices, collected_at, region, origin, {"gpp_string": data.gpp_string})
-
-
-def _batch(
-    subject, choices: dict[str, Status], collected_at, region: str, origin: Source, proof: dict
-) -> ConsentBatch:
-    """One record per purpose the string decided; the raw string kept with each, encrypted, as proof."""
-    return ConsentBatch(
-        records=[
-            ConsentRecordIn(
-                subject=subject,
-                purpose=purpose,
-                status=status,
-                collected_at=collected_at,
-                region=region,
-                source=origin,
-                proof=proof,
-            )
-            for purpose, status in choices.items()
-        ]
-    )
+    return records.batch(data.subject, choices, collected_at, region, origin, {"gpp_string": data.gpp_string})

@@ -7,13 +7,14 @@ still takes Standard Webhooks-signed messages, so Didomi's deliveries reach it t
 
 from __future__ import annotations
 
-from consent_svc.consents.types import ConsentBatch, ConsentRecordIn, Identifier, Source, SubjectIdentifiers
+from consent_svc.consents.types import ConsentBatch, Identifier, Source, Status, SubjectIdentifiers
 from consent_svc.errors import FieldError, InvalidInput
 from consent_svc.policies.types import Policies
+from consent_svc.webhooks.cmp import records
 from consent_svc.webhooks.types import DidomiEventCreated, DidomiEventUpdated
 
 
-def records(
+def to_batch(
     event: DidomiEventCreated | DidomiEventUpdated,
     source: str,
     default_region: str | None,
@@ -59,7 +60,7 @@ def records(
         "regulation": event.regulation or entity.regulation,
         "tcfcs": entity.consents.tcfcs,
     }
-    choices = {
+    choices: dict[str, Status] = {
         mapping.purposes[p.id]: "granted" if p.enabled else "denied"
         for p in entity.consents.purposes
         if p.enabled is not None and p.id in mapping.purposes
@@ -69,17 +70,6 @@ def records(
             f"{field}.consents.purposes: no choice for a purpose mapped in policies/didomi.toml",
             errors=[FieldError(f"{field}.consents.purposes", "no mapped choice")],
         )
-    return ConsentBatch(
-        records=[
-            ConsentRecordIn(
-                subject=SubjectIdentifiers(identifiers=identifiers),
-                purpose=purpose,
-                status=status,
-                collected_at=entity.created_at,
-                region=region,
-                source=origin,
-                proof=proof,
-            )
-            for purpose, status in choices.items()
-        ]
+    return records.batch(
+        SubjectIdentifiers(identifiers=identifiers), choices, entity.created_at, region, origin, proof
     )
