@@ -31,7 +31,8 @@ from consent_svc.policies import store as policy_store
 from consent_svc.policies.load import load_policies
 from consent_svc.policies.routes import PolicyController
 from consent_svc.settings import Settings
-from consent_svc.webhooks.routes import InboundController, SourceController
+from consent_svc.webhooks.delivery import Outbound
+from consent_svc.webhooks.routes import InboundController, SourceController, SubscriptionController
 
 log = logging.getLogger("consent_svc")
 
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     decider = Decider(Rulebook(policies), rules, keys)  # gets its pool when the lifespan opens it
     signer = crypto.load_signing_key(settings)
     integrator = Integrator(signer, settings.audit_checkpoint_seconds)
+    outbound = Outbound(keys, settings)
     export_slots = asyncio.Semaphore(EXPORTS_AT_ONCE)
     signals = telemetry.configure()
 
@@ -104,9 +106,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await app.state.keyring.start()
             decider.pool = app.state.pool
             integrator.start(app.state.pool)
+            outbound.start(app.state.pool)
             housekeeping = asyncio.create_task(_housekeeping(app.state.pool, settings))
             yield
             housekeeping.cancel()
+            await outbound.stop()
             await decider.close()
             await integrator.stop()
             await app.state.keyring.stop()
@@ -125,6 +129,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AuditController,
             SourceController,
             InboundController,
+            SubscriptionController,
         ],
         middleware=[RequireScope],
         security=[{"BearerAuth": []}],
@@ -141,6 +146,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "policies": Provide(lambda: policies, sync_to_thread=False, use_cache=True),
             "signer": Provide(lambda: signer, sync_to_thread=False, use_cache=True),
             "integrator": Provide(lambda: integrator, sync_to_thread=False, use_cache=True),
+            "outbound": Provide(lambda: outbound, sync_to_thread=False, use_cache=True),
             "export_slots": Provide(lambda: export_slots, sync_to_thread=False, use_cache=True),
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
         },

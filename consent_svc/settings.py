@@ -32,8 +32,15 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Base64 of a 32-byte Ed25519 seed: signs audit checkpoints. Generated into ``data_dir`` when unset."""
     audit_checkpoint_seconds: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 10
     """How often a signed checkpoint is written while the log grows (exports and proofs sign one at once)."""
+    mode: Literal["local", "production"] | None = None
+    """`production` refuses what is only safe on one's own machine (plain-http webhook URLs). Default: `local`
+    on the embedded PostgreSQL, `production` with a DATABASE_URL."""
     webhook_allow_private_networks: bool = False
     """Let outbound webhooks reach loopback, private and link-local addresses (local tests only)."""
+    webhook_retry_hours: Annotated[float, msgspec.Meta(gt=0, le=720)] = 24
+    """How long a failing delivery is retried (with exponential backoff) before it is dead-lettered."""
+    webhook_retry_base_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5
+    """The first retry's delay; each next one doubles, up to an hour, with jitter."""
     webhook_secret_grace_hours: Annotated[int, msgspec.Meta(ge=0, le=720)] = 24
     """After a source's secret is rotated, how long the old one still verifies."""
     policies_dir: str = DEFAULT_POLICIES_DIR
@@ -60,6 +67,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     @property
     def embedded(self) -> bool:
         return not self.database_url
+
+    @property
+    def production(self) -> bool:
+        return self.mode == "production" or (self.mode is None and not self.embedded)
 
 
 def _one_line(exc: msgspec.ValidationError) -> str:

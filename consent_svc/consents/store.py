@@ -23,6 +23,8 @@ from consent_svc.consents.types import (
     Status,
     SubjectView,
 )
+from consent_svc.webhooks import events
+from consent_svc.webhooks.events import ConsentChanged
 
 SELECT_SUBJECTS_BY_HASH = """
 SELECT lookup_hash, subject_id FROM identifier_lookup WHERE lookup_hash = ANY($1::bytea[])
@@ -75,6 +77,7 @@ ON CONFLICT (subject_id, purpose) DO UPDATE
 SET record_id = EXCLUDED.record_id, status = EXCLUDED.status, collected_at = EXCLUDED.collected_at,
     received_at = EXCLUDED.received_at, expires_at = EXCLUDED.expires_at, actor = EXCLUDED.actor
 WHERE (EXCLUDED.collected_at, EXCLUDED.received_at) > (cur.collected_at, cur.received_at)
+RETURNING subject_id, purpose
 """
 SELECT_SUBJECT = "SELECT subject_id, wrapped_key, created_at FROM subjects WHERE subject_id = $1"
 SELECT_IDENTIFIERS = """
@@ -301,9 +304,12 @@ async def _advance_state(
     fresh: list[tuple[int, UUID]],
     created: frozenset[int],
 ) -> None:
-    # One row per (subject, purpose): an upsert may not touch the same row twice. Within a batch the
-    # later collected_at wins; for equal times a refusal beats a grant (as a replay orders them), then the
-    # later position in the batch.
+    """Make each (subject, purpose)'s latest record its current state, and announce every state that changed
+    (`consent.changed`) in the outbox.
+
+    One row per (subject, purpose): an upsert may not touch the same row twice. Within a batch the later
+    collected_at wins; for equal times a refusal beats a grant (as a replay orders them), then the later
+    position in the batch."""
     latest: dict[tuple[int, str], tuple[int, UUID]] = {}
     for i, record_id in fresh:
         key = (groups[i], records[i].purpose)
@@ -316,11 +322,27 @@ async def _advance_state(
         row = (subjects[group], purpose, record_id, r.status, r.collected_at, r.expires_at, r.source.actor)
         # No state can exist yet for a subject this transaction created.
         (new_rows if group in created else upserts).append(row)
+    changed = new_rows
     if new_rows:
         await conn.copy_records_to_table("consent_state", columns=STATE_COLUMNS, records=new_rows)
     if upserts:
         upserts.sort(key=lambda row: (row[0].bytes, row[1]))
-        await conn.execute(UPSERT_STATE, *map(list, zip(*upserts, strict=True)))
+        won = {tuple(r) for r in await conn.fetch(UPSERT_STATE, *map(list, zip(*upserts, strict=True)))}
+        changed = new_rows + [row for row in upserts if (row[0], row[1]) in won]
+    if changed:
+        encode = msgspec.json.encode
+        by_id = {record_id: i for (i, record_id) in fresh}
+        event_ids = ids.uuid4s(len(changed))
+        rows = []
+        for event_id, (subject, purpose, record_id, status, collected_at, expires_at, _) in zip(
+            event_ids, changed, strict=True
+        ):
+            r = records[by_id[record_id]]
+            data = ConsentChanged(
+                subject, purpose, status, record_id, collected_at, expires_at, r.region, r.source
+            )
+            rows.append(events.row(event_id, "consent.changed", purpose, subject, encode(data)))
+        await events.append(conn, rows)
 
 
 # Ties in collected_at within one arrival: withdrawn over denied over granted (SELECT_STATES_AT says the same).

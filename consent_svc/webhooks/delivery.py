@@ -1,0 +1,348 @@
+"""Outbound delivery: events from the outbox to every subscription that wants them, signed, in order, retried.
+
+One worker leads at a time (a session advisory lock held on one connection; if that worker dies, its
+connection drops, the lock with it, and another worker takes over within STANDBY_SECONDS). The leader:
+
+- dispatches: takes the events committed since the last round in a gap-free order (the `txid` horizon, as the
+  audit integrator does), gives each the next sequence number, and writes one delivery row per subscription
+  that wants it, in one transaction with the cursor that says how far it got;
+- sends: one sender per live subscription, each sending its pending deliveries one at a time in sequence
+  order, so a receiver sees events in the order they committed. A failed attempt holds that subscription's
+  queue until it is retried (exponential backoff with jitter, for `webhook_retry_hours`), then the delivery is
+  dead-lettered and the queue moves on. At most SENDS_AT_ONCE requests are in flight per worker: a slow or dead
+  receiver holds its own queue and nothing else, and never the API's requests.
+
+A delivery is marked delivered after its 2xx: a crash in between sends it again after the restart, so
+receivers must drop repeats by `webhook-id` (at-least-once, as Standard Webhooks assumes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
+from uuid import UUID
+
+import asyncpg
+import httpx
+import msgspec
+
+from consent_svc import crypto
+from consent_svc.audit import store as audit_store
+from consent_svc.settings import Settings
+from consent_svc.webhooks import events, signing, ssrf
+from consent_svc.webhooks import subscriptions as store
+from consent_svc.webhooks.subscriptions import Target
+
+log = logging.getLogger("consent_svc.webhooks")
+
+LEADER_LOCK = 0x636F6E73656E7406
+STANDBY_SECONDS = 1.0  # how often a worker that does not lead tries to
+POLL_SECONDS = 0.05  # how often the leader looks for new events
+TARGETS_SECONDS = 1.0  # how often it re-reads subscriptions (a pause or an edit applies within this)
+IDLE_SECONDS = 1.0  # how often an idle sender looks for work (replays made by another worker)
+DISPATCH_CHUNK = 5_000
+SEND_BATCH = 200
+SENDS_AT_ONCE = 16
+CONNECT_SECONDS = 5.0
+ATTEMPT_SECONDS = 10.0  # the whole attempt: connect, send, and the receiver's answer
+MAX_RESPONSE_BYTES = 64 * 1024  # read and dropped: only the status matters
+MAX_BACKOFF_SECONDS = 3600.0
+RETRIED_STATUSES = frozenset({408, 425, 429})  # and every 5xx; other answers are final
+USER_AGENT = "consent-svc-webhooks/1"
+
+SELECT_CURSOR = "SELECT txid, event_id, seq FROM outbox_cursor FOR UPDATE"
+SELECT_HORIZON = "SELECT pg_snapshot_xmin(pg_current_snapshot())"
+SELECT_EVENTS = """
+SELECT txid, event_id, type, purpose
+FROM outbox
+WHERE (txid, event_id) > ($1::xid8, $2::uuid) AND txid < $3::xid8
+ORDER BY txid, event_id
+LIMIT $4
+"""
+UPDATE_CURSOR = "UPDATE outbox_cursor SET txid = $1, event_id = $2, seq = $3"
+DELIVERY_COLUMNS = ("subscription_id", "seq", "txid", "event_id")
+SELECT_DUE = """
+SELECT d.seq, d.event_id, d.attempts, d.next_attempt_at, d.first_attempt_at, o.type, o.created_at,
+       o.subject_id, o.data
+FROM webhook_deliveries d
+JOIN outbox o ON (o.txid, o.event_id) = (d.txid, d.event_id)
+WHERE d.subscription_id = $1 AND d.status = 'pending'
+ORDER BY d.seq
+LIMIT $2
+"""
+MARK_DELIVERED = """
+UPDATE webhook_deliveries
+SET status = 'delivered', attempts = attempts + 1, first_attempt_at = coalesce(first_attempt_at, $3),
+    last_attempt_at = $3, delivered_at = $3, last_status = $4, last_error = NULL
+WHERE subscription_id = $1 AND seq = $2 AND status = 'pending'
+"""
+MARK_FAILED = """
+UPDATE webhook_deliveries
+SET status = $3, attempts = attempts + 1, first_attempt_at = coalesce(first_attempt_at, $4),
+    last_attempt_at = $4, next_attempt_at = $5, last_status = $6, last_error = $7
+WHERE subscription_id = $1 AND seq = $2 AND status = 'pending'
+"""
+
+
+class Attempt(NamedTuple):
+    status: int | None  # the receiver's HTTP status, if it answered
+    error: str | None  # None: delivered
+    retry: bool  # worth trying again later
+    retry_after: float | None = None  # what the receiver asked for (429, 503)
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """The audit payload of a delivery given up on (a withdrawal some system may not have heard of)."""
+
+    attempts: int
+    event_type: str
+    last_error: str
+    seq: int
+    subscription_id: UUID
+    webhook_id: UUID
+
+
+def retry_delay(attempts: int, base: float, jitter: float) -> float:
+    """Seconds before the next attempt after `attempts` failed ones: base, 2*base, 4*base ... up to an hour,
+    times a factor in [0.5, 1) from `jitter` in [0, 1), so receivers coming back are not hit all at once."""
+    return min(MAX_BACKOFF_SECONDS, base * 2 ** min(attempts - 1, 30)) * (0.5 + jitter / 2)
+
+
+async def dispatch(conn: asyncpg.Connection, targets: dict[UUID, Target]) -> set[UUID]:
+    """Fan out the events committed since the last round; the subscriptions that got deliveries."""
+    async with conn.transaction(isolation="read_committed"):
+        txid, event_id, seq = await conn.fetchrow(SELECT_CURSOR)
+        horizon = await conn.fetchval(SELECT_HORIZON)  # after the row lock: a rival leader's round is done
+        if horizon <= txid:
+            log.error(
+                "outbox not dispatched: transaction ids went backwards (database restored from a dump?)"
+            )
+            return set()
+        rows = await conn.fetch(SELECT_EVENTS, txid, event_id, horizon, DISPATCH_CHUNK)
+        if not rows:
+            return set()
+        deliveries = []
+        for row in rows:
+            seq += 1
+            for target in targets.values():
+                if target.wants(row["type"], row["purpose"]):
+                    deliveries.append((target.id, seq, row["txid"], row["event_id"]))
+        if deliveries:
+            await conn.copy_records_to_table(
+                "webhook_deliveries", columns=DELIVERY_COLUMNS, records=deliveries
+            )
+        await conn.execute(UPDATE_CURSOR, rows[-1]["txid"], rows[-1]["event_id"], seq)
+    return {d[0] for d in deliveries}
+
+
+class Outbound:
+    """One per worker: stands by, or leads (dispatches and sends)."""
+
+    def __init__(self, keys: crypto.Keys, settings: Settings) -> None:
+        self.keys = keys
+        self.allow_private = settings.webhook_allow_private_networks
+        self.retry_window = timedelta(hours=settings.webhook_retry_hours)
+        self.retry_base = settings.webhook_retry_base_seconds
+        self.pool: asyncpg.Pool | None = None
+        self.targets: dict[UUID, Target] = {}
+        self._task: asyncio.Task | None = None
+        self._senders: dict[UUID, asyncio.Task] = {}
+        self._wakes: dict[UUID, asyncio.Event] = {}
+        self._changed = asyncio.Event()
+        self._sends = asyncio.Semaphore(SENDS_AT_ONCE)
+        self._client: httpx.AsyncClient | None = None
+
+    def start(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def subscriptions_changed(self) -> None:
+        """A subscription was made, edited, paused or deleted here: the leader (if this worker) re-reads now."""
+        self._changed.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    if await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):
+                        try:
+                            await self._lead(conn)
+                        finally:
+                            await self._stop_senders()
+                            if not conn.is_closed():
+                                await conn.execute("SELECT pg_advisory_unlock($1)", LEADER_LOCK)
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("webhook delivery paused: %s", type(exc).__name__)
+            await asyncio.sleep(STANDBY_SECONDS)
+
+    async def _lead(self, conn: asyncpg.Connection) -> None:
+        timeout = httpx.Timeout(ATTEMPT_SECONDS, connect=CONNECT_SECONDS)
+        limits = httpx.Limits(max_connections=SENDS_AT_ONCE, max_keepalive_connections=SENDS_AT_ONCE)
+        # trust_env=False: no proxy from the environment, whose address would escape the checks here.
+        async with httpx.AsyncClient(
+            timeout=timeout, limits=limits, follow_redirects=False, trust_env=False
+        ) as self._client:
+            refreshed = 0.0
+            while True:
+                if self._changed.is_set() or time.monotonic() - refreshed >= TARGETS_SECONDS:
+                    self._changed.clear()
+                    self.targets = await store.targets(conn, self.keys)
+                    refreshed = time.monotonic()
+                    self._start_senders()
+                for subscription_id in await dispatch(conn, self.targets):
+                    if subscription_id in self._wakes:
+                        self._wakes[subscription_id].set()
+                try:
+                    await asyncio.wait_for(self._changed.wait(), POLL_SECONDS)
+                except TimeoutError:
+                    pass
+
+    def _start_senders(self) -> None:
+        for subscription_id, target in self.targets.items():
+            running = self._senders.get(subscription_id)
+            if not target.paused and (running is None or running.done()):
+                self._wakes[subscription_id] = asyncio.Event()
+                self._senders[subscription_id] = asyncio.get_running_loop().create_task(
+                    self._send_all(subscription_id)
+                )
+
+    async def _stop_senders(self) -> None:
+        for task in self._senders.values():
+            task.cancel()
+        await asyncio.gather(*self._senders.values(), return_exceptions=True)
+        self._senders.clear()
+        self._wakes.clear()
+
+    async def _send_all(self, subscription_id: UUID) -> None:
+        """A subscription's queue, in sequence order, until it is paused or deleted."""
+        wake = self._wakes[subscription_id]
+        while True:
+            target = self.targets.get(subscription_id)
+            if target is None or target.paused:
+                return
+            try:
+                wake.clear()
+                async with self.pool.acquire() as conn:
+                    due = await conn.fetch(SELECT_DUE, subscription_id, SEND_BATCH)
+                wait = IDLE_SECONDS
+                for row in due:
+                    target = self.targets.get(subscription_id)
+                    if target is None or target.paused:
+                        return
+                    now = datetime.now(UTC)
+                    if row["next_attempt_at"] > now:
+                        wait = min(IDLE_SECONDS, (row["next_attempt_at"] - now).total_seconds())
+                        break
+                    attempt = await self._attempt(target, row)
+                    await self._record(subscription_id, row, attempt, now)
+                    if attempt.error is not None and attempt.retry:
+                        wait = 0  # look again: the row's next_attempt_at says how long
+                        break
+                else:
+                    if due:
+                        continue  # a full batch sent: take the next at once
+                if wait > 0:
+                    await asyncio.wait_for(wake.wait(), wait)
+            except TimeoutError:
+                pass
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("webhook sender paused: %s", type(exc).__name__)
+                await asyncio.sleep(STANDBY_SECONDS)
+
+    async def _attempt(self, target: Target, row: asyncpg.Record) -> Attempt:
+        body = events.body(row["type"], row["created_at"], row["seq"], row["data"])
+        msg_id = str(row["event_id"])
+        stamp = int(time.time())
+        headers = {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(stamp),
+            "webhook-signature": " ".join(signing.signature(k, msg_id, stamp, body) for k in target.keys),
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+        }
+        try:
+            parts = ssrf.parse(target.url, https_only=False)  # the scheme was checked when it was registered
+            address = (await ssrf.resolve(parts, self.allow_private))[0]
+        except ssrf.UnsafeUrl as exc:
+            return Attempt(None, str(exc), retry=True)
+        # Connect to the address just checked (no second look-up); the name still goes in Host and TLS SNI.
+        host = f"[{address}]" if address.version == 6 else str(address)
+        pinned = parts._replace(netloc=f"{host}:{parts.port or (443 if parts.scheme == 'https' else 80)}")
+        headers["host"] = parts.netloc
+        extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+        try:
+            async with self._sends, asyncio.timeout(ATTEMPT_SECONDS):
+                request = self._client.build_request(
+                    "POST", pinned.geturl(), content=body, headers=headers, extensions=extensions
+                )
+                response = await self._client.send(request, stream=True)
+                try:
+                    read = 0
+                    async for chunk in response.aiter_raw():
+                        read += len(chunk)
+                        if read > MAX_RESPONSE_BYTES:
+                            break
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            return Attempt(None, f"no answer within {ATTEMPT_SECONDS:g} s", retry=True)
+        except httpx.TimeoutException as exc:
+            return Attempt(None, f"timed out: {type(exc).__name__}", retry=True)
+        except (httpx.HTTPError, OSError) as exc:
+            return Attempt(None, f"connection failed: {type(exc).__name__}", retry=True)
+        status = response.status_code
+        if 200 <= status < 300:
+            return Attempt(status, None, retry=False)
+        if 300 <= status < 400:
+            return Attempt(status, f"HTTP {status}: redirects are not followed", retry=False)
+        retry = status >= 500 or status in RETRIED_STATUSES
+        return Attempt(status, f"HTTP {status}", retry=retry, retry_after=_retry_after(response))
+
+    async def _record(
+        self, subscription_id: UUID, row: asyncpg.Record, attempt: Attempt, at: datetime
+    ) -> None:
+        async with self.pool.acquire() as conn:
+            if attempt.error is None:
+                await conn.execute(MARK_DELIVERED, subscription_id, row["seq"], at, attempt.status)
+                return
+            first = row["first_attempt_at"] or at
+            attempts = row["attempts"] + 1
+            delay = retry_delay(attempts, self.retry_base, random.random())
+            if attempt.retry_after is not None:
+                delay = min(MAX_BACKOFF_SECONDS, max(delay, attempt.retry_after))
+            dead = not attempt.retry or at - first >= self.retry_window
+            status = "dead" if dead else "pending"
+            next_at = at + timedelta(seconds=delay)
+            async with conn.transaction():
+                await conn.execute(
+                    MARK_FAILED,
+                    subscription_id,
+                    row["seq"],
+                    status,
+                    at,
+                    next_at,
+                    attempt.status,
+                    attempt.error,
+                )
+                if dead:
+                    letter = DeadLetter(
+                        attempts, row["type"], attempt.error, row["seq"], subscription_id, row["event_id"]
+                    )
+                    entry = audit_store.entry(
+                        "webhook.dead_lettered", audit_store.SYSTEM, letter, row["subject_id"], "dead"
+                    )
+                    await audit_store.append(conn, [entry])
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "")
+    return float(value) if value.isdigit() else None

@@ -1,0 +1,53 @@
+"""The outbox: domains announce a change by appending its event in the transaction that makes the change, so
+there is no change without its event and no event without its change. webhooks/delivery.py sends them.
+
+A delivered body is Standard Webhooks' `{"type", "timestamp", "data"}` plus `sequence`, the event's place in
+commit order; the `webhook-id` header is the event's id, the same on every retry and replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from consent_svc.consents.types import Source
+
+OUTBOX_COLUMNS = ("event_id", "type", "purpose", "subject_id", "data")
+
+
+class ConsentChanged(msgspec.Struct, frozen=True, gc=False):
+    """`consent.changed`: a record became the subject's current consent for a purpose. Names the subject by its
+    pseudonymous id only: a receiver maps it with POST /v1/subjects/lookup from identifiers it already holds."""
+
+    subject_id: UUID
+    purpose: str
+    status: str
+    record_id: UUID
+    collected_at: datetime
+    expires_at: datetime | None
+    region: str
+    source: Source
+
+
+class EventBody(msgspec.Struct, frozen=True):
+    type: str
+    timestamp: datetime
+    sequence: int
+    data: msgspec.Raw
+
+
+def row(event_id: UUID, event_type: str, purpose: str | None, subject_id: UUID | None, data: bytes) -> tuple:
+    return (event_id, event_type, purpose, subject_id, data)
+
+
+async def append(conn: asyncpg.Connection, rows: Sequence[tuple]) -> None:
+    """Rows as OUTBOX_COLUMNS (made by `row`), by binary COPY like the ledger's."""
+    await conn.copy_records_to_table("outbox", columns=OUTBOX_COLUMNS, records=rows)
+
+
+def body(event_type: str, created_at: datetime, seq: int, data: bytes) -> bytes:
+    return msgspec.json.encode(EventBody(event_type, created_at, seq, msgspec.Raw(data)))

@@ -1,0 +1,73 @@
+"""Where outbound webhooks may go: a subscription's URL is checked when registered, and the addresses its host
+resolves to are checked again at every delivery (DNS can change in between), then connected to directly, so
+the address checked is the address used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from urllib.parse import SplitResult, urlsplit
+
+# Cloud metadata services: never a webhook receiver, refused even where private networks are allowed.
+METADATA = frozenset(
+    ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "100.100.100.200", "fd00:ec2::254")
+)
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class UnsafeUrl(ValueError):
+    """The URL may not be called; the message says why, in words a caller can act on."""
+
+
+def parse(url: str, https_only: bool) -> SplitResult:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port out of range
+    except ValueError as exc:
+        raise UnsafeUrl(f"not a URL: {exc}") from None
+    if parts.scheme not in ("https", "http"):
+        raise UnsafeUrl("the scheme must be https")
+    if https_only and parts.scheme != "https":
+        raise UnsafeUrl("the scheme must be https (plain http only in local mode)")
+    if not parts.hostname:
+        raise UnsafeUrl("the URL names no host")
+    if parts.username is not None or parts.password is not None:
+        raise UnsafeUrl("credentials in the URL are not accepted: receivers verify the signature instead")
+    if parts.fragment:
+        raise UnsafeUrl("a fragment is never sent: leave it out")
+    return parts
+
+
+def allowed(address: Address, allow_private: bool) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address in METADATA:
+        return False
+    if address.is_global:
+        return True
+    # Loopback, private, link-local, shared (CGNAT) ranges: for local tests only. Never unspecified/multicast.
+    return allow_private and not (address.is_unspecified or address.is_multicast)
+
+
+async def resolve(parts: SplitResult, allow_private: bool) -> list[Address]:
+    """The host's addresses, all of them allowed; UnsafeUrl if it does not resolve or any address is refused
+    (a name that answers both a public and a private address is refused)."""
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        found = [ipaddress.ip_address(host)]
+    except ValueError:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            raise UnsafeUrl(f"the host `{host}` does not resolve") from None
+        found = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
+    refused = [a for a in found if not allowed(a, allow_private)]
+    if refused or not found:
+        raise UnsafeUrl(
+            f"the host `{host}` resolves to {refused[0] if refused else 'nothing'}: loopback, private, link-local "
+            "and metadata addresses are refused (CONSENT_SVC_WEBHOOK_ALLOW_PRIVATE_NETWORKS=1 allows private ones)"
+        )
+    return found
