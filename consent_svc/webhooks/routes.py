@@ -10,7 +10,7 @@ import asyncpg
 import msgspec
 from litestar import Controller, HttpMethod, Request, Response, delete, get, patch, post, route
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from consent_svc import crypto
 from consent_svc.audit import store as audit_store
@@ -392,9 +392,9 @@ class SubscriptionController(Controller):
         self,
         subscription_id: SubscriptionPath,
         pool: NamedDependency[asyncpg.Pool],
-        status: DeliveryStatus | None = None,
-        cursor: Annotated[str | None, Parameter(max_length=20, pattern=r"^[0-9]+$")] = None,
-        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+        status: FromQuery[DeliveryStatus | None] = None,
+        cursor: Annotated[str | None, QueryParameter(max_length=20, pattern=r"^[0-9]+$")] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> Deliveries:
         async with pool.acquire() as conn:
             if await subscriptions.get(conn, subscription_id) is None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.consents.helpers import batch, record
 from tests.webhooks.receiver import Receiver
@@ -40,7 +40,9 @@ def receiver():
 
 async def subscribe(client, manager, url: str, **extra) -> dict:
     response = await client.post(
-        "/v1/webhooks/subscriptions", json={"url": url, "events": ["consent.changed"], **extra}, headers=manager
+        "/v1/webhooks/subscriptions",
+        json={"url": url, "events": ["consent.changed"], **extra},
+        headers=manager,
     )
     assert response.status_code == 201, response.text
     return response.json()
@@ -71,16 +73,20 @@ async def test_a_consent_change_is_delivered_signed_and_verifies(client, manager
     assert (data["purpose"], data["status"], data["region"]) == ("analytics", "granted", "US-CA")
     assert data["source"]["system"] == "shop-web"
     assert "ann@example.com" not in body.decode()  # subjects are named by their pseudonymous id only
-    with pytest.raises(Exception):
+    with pytest.raises(WebhookVerificationError):
         verified("whsec_" + "QUJD" * 8, headers, body)
 
 
-async def test_a_receiver_failing_five_times_then_recovering_gets_everything_in_order(client, manager, writer):
+async def test_a_receiver_failing_five_times_then_recovering_gets_everything_in_order(
+    client, manager, writer
+):
     receiver = Receiver(answers=lambda n: 503 if n < 5 else 200)
     try:
         sub = await subscribe(client, manager, receiver.url)
         for n, status in enumerate(["granted", "withdrawn", "granted", "denied"]):
-            await write(client, writer, record("bob@example.com", "analytics", status, at=f"2026-11-20T10:0{n}:00Z"))
+            await write(
+                client, writer, record("bob@example.com", "analytics", status, at=f"2026-11-20T10:0{n}:00Z")
+            )
         got = await receiver.wait_for(4)
         assert [e["data"]["status"] for e in got] == ["granted", "withdrawn", "granted", "denied"]
         sequences = [e["sequence"] for e in got]
@@ -88,10 +94,140 @@ async def test_a_receiver_failing_five_times_then_recovering_gets_everything_in_
         # The first event was tried six times, with the same webhook-id each time; nothing overtook it.
         first_id = receiver.received[0][0]["webhook-id"]
         assert [h["webhook-id"] for h, _ in receiver.received[:6]] == [first_id] * 6
-        listing = (await client.get(f"/v1/webhooks/subscriptions/{sub['id']}/deliveries", headers=manager)).json()
+        listing = (
+            await client.get(f"/v1/webhooks/subscriptions/{sub['id']}/deliveries", headers=manager)
+        ).json()
         by_seq = sorted(listing["deliveries"], key=lambda d: d["seq"])
         assert [d["status"] for d in by_seq] == ["delivered"] * 4
         assert by_seq[0]["attempts"] == 6 and by_seq[1]["attempts"] == 1
         assert by_seq[0]["webhook_id"] == first_id
     finally:
         receiver.close()
+
+
+async def deliveries(client, manager, sub: dict, **params) -> list[dict]:
+    response = await client.get(
+        f"/v1/webhooks/subscriptions/{sub['id']}/deliveries", params=params, headers=manager
+    )
+    assert response.status_code == 200, response.text
+    return sorted(response.json()["deliveries"], key=lambda d: d["seq"])
+
+
+async def settle(
+    client, manager, sub: dict, done=lambda ds: ds and all(d["status"] != "pending" for d in ds)
+):
+    for _ in range(300):
+        got = await deliveries(client, manager, sub)
+        if done(got):
+            return got
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"deliveries did not settle: {got}")
+
+
+async def test_only_changes_of_the_current_state_are_announced(client, manager, writer, receiver):
+    await subscribe(client, manager, receiver.url)
+    await write(client, writer, record("cy@example.com", "analytics", "granted", at="2026-11-20T10:00:00Z"))
+    # Older than the current state: kept in the history, changes nothing, announces nothing.
+    await write(client, writer, record("cy@example.com", "analytics", "withdrawn", at="2026-11-19T10:00:00Z"))
+    # Resent: the stored record is the answer; nothing new.
+    await write(client, writer, record("cy@example.com", "analytics", "granted", at="2026-11-20T10:00:00Z"))
+    await write(client, writer, record("cy@example.com", "analytics", "withdrawn", at="2026-11-21T10:00:00Z"))
+    got = await receiver.wait_for(2)
+    await asyncio.sleep(0.5)
+    assert [e["data"]["status"] for e in receiver.events()] == ["granted", "withdrawn"]
+    assert got[1]["data"]["collected_at"] == "2026-11-21T10:00:00Z"
+
+
+async def test_a_refused_batch_announces_nothing(client, manager, writer, conn):
+    good, bad = record("dee@example.com"), record("eve@example.com", purpose="no-such-purpose")
+    response = await client.post("/v1/consents", json=batch(good, bad), headers=writer)
+    assert response.status_code == 422
+    assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
+    await write(client, writer, good, record("eve@example.com"))
+    assert await conn.fetchval("SELECT count(*) FROM outbox WHERE type = 'consent.changed'") == 2
+
+
+async def test_filters_pick_events_and_purposes(client, manager, writer):
+    marketing, requests_only = Receiver(), Receiver()
+    try:
+        await subscribe(client, manager, marketing.url, filter={"purposes": ["email_marketing"]})
+        await subscribe(client, manager, requests_only.url, events=["request.*"])
+        await write(
+            client,
+            writer,
+            record("fay@example.com", "analytics"),
+            record("fay@example.com", "email_marketing"),
+        )
+        [event] = await marketing.wait_for(1)
+        assert event["data"]["purpose"] == "email_marketing"
+        await asyncio.sleep(0.5)
+        assert len(marketing.received) == 1 and requests_only.received == []
+    finally:
+        marketing.close()
+        requests_only.close()
+
+
+async def test_a_client_error_is_final_and_the_queue_moves_on(client, manager, writer):
+    receiver = Receiver(answers=lambda n: 400 if n == 0 else 200)
+    try:
+        sub = await subscribe(client, manager, receiver.url)
+        await write(client, writer, record("gus@example.com", "analytics"))
+        await write(client, writer, record("hal@example.com", "analytics"))
+        got = await settle(client, manager, sub, lambda ds: len(ds) == 2 and ds[1]["status"] == "delivered")
+        assert got[0]["status"] == "dead" and got[0]["attempts"] == 1
+        assert got[0]["last_status"] == 400 and got[0]["last_error"] == "HTTP 400"
+        assert len(receiver.received) == 2
+    finally:
+        receiver.close()
+
+
+async def test_after_the_retry_window_a_delivery_is_dead_lettered_audited_and_replayable(
+    client, manager, writer, settings, admin
+):
+    answers = {"status": 500}
+    receiver = Receiver(answers=lambda n: answers["status"])
+    try:
+        sub = await subscribe(client, manager, receiver.url)
+        before = datetime.now(UTC) - timedelta(seconds=1)
+        written = await write(client, writer, record("ida@example.com", "analytics"))
+        # The window is a setting (24 h by default); here it is shortened by moving the first attempt back.
+        got = await settle(client, manager, sub, lambda ds: ds and ds[0]["attempts"] >= 2)
+        assert got[0]["status"] == "pending" and got[0]["last_error"] == "HTTP 500"
+        await _age_first_attempt(client, sub, settings)
+        got = await settle(client, manager, sub)
+        assert got[0]["status"] == "dead"
+        entries = (
+            await client.get("/v1/audit", params={"action": "webhook.dead_lettered"}, headers=admin)
+        ).json()
+        [entry] = entries["entries"]
+        assert entry["outcome"] == "dead" and entry["payload"]["subscription_id"] == sub["id"]
+        assert entry["subject_id"] == written["records"][0]["subject_id"]
+        listed = (await client.get(f"/v1/webhooks/subscriptions/{sub['id']}", headers=manager)).json()
+        assert (listed["dead"], listed["pending"]) == (1, 0)
+
+        answers["status"] = 200
+        response = await client.post(
+            f"/v1/webhooks/subscriptions/{sub['id']}/replay",
+            json={"since": before.isoformat(), "until": datetime.now(UTC).isoformat()},
+            headers=manager,
+        )
+        assert response.status_code == 202 and response.json() == {"replayed": 1}
+        got = await settle(client, manager, sub)
+        assert got[0]["status"] == "delivered" and got[0]["attempts"] == 1
+        assert len(receiver.events(200)) >= 1
+    finally:
+        receiver.close()
+
+
+async def _age_first_attempt(client, sub: dict, settings) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await conn.execute(
+            "UPDATE webhook_deliveries SET first_attempt_at = first_attempt_at - interval '25 hours' "
+            "WHERE subscription_id = $1",
+            sub["id"],
+        )
+    finally:
+        await conn.close()
