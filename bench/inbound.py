@@ -8,6 +8,8 @@ source, pre-signs --events messages (each one event for a new subject: a `consen
 or with --kind tcf a `tcf.string` event, which becomes four records), then sends each exactly once from wrk
 (1 thread, --connections; the Lua script stops after the last message). Prints events/s, p50/p99 and the
 non-2xx count, and the CPU per event of the service and PostgreSQL. Signing uses the reference library.
+A subscriber (bench/receiver.py, its own process) takes every `consent.changed` the events cause: the bench
+prints the latency from each write to its delivery (p50/p99) and when the last one arrived.
 Needs wrk (apt-get install -y wrk).
 """
 
@@ -23,7 +25,7 @@ import time
 import urllib.request
 from datetime import UTC, datetime
 
-from common import Service
+from common import ROOT, Service, free_port, pct
 from standardwebhooks.webhooks import Webhook
 
 TC_STRING = (
@@ -76,6 +78,31 @@ def event(i: int, kind: str, tag: str) -> dict:
     return {"type": "consent.records", "data": {"records": [record]}}
 
 
+def post(service: Service, key: str, path: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{service.port}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request) as response:
+        return json.loads(response.read())
+
+
+def wait_drained(service: Service, key: str, subscription_id: str, timeout: float) -> datetime:
+    """When the subscription had nothing left to send."""
+    deadline = time.monotonic() + timeout
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{service.port}/v1/webhooks/subscriptions/{subscription_id}",
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(request) as response:
+            if json.loads(response.read())["pending"] == 0:
+                return datetime.now(UTC)
+        time.sleep(0.2)
+    sys.exit("deliveries did not drain")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=50_000)
@@ -87,15 +114,17 @@ def main() -> int:
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: apt-get install -y wrk")
 
-    with Service(args.workers, args.database_url) as service:
+    local = {"CONSENT_SVC_MODE": "local", "CONSENT_SVC_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "1"}
+    with Service(args.workers, args.database_url, extra_env=local) as service:
         manager = service.key("webhooks:manage")
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{service.port}/v1/sources",
-            data=json.dumps({"name": "bench"}).encode(),
-            headers={"Authorization": f"Bearer {manager}", "Content-Type": "application/json"},
+        secret = post(service, manager, "/v1/sources", {"name": "bench"})["secret"]
+        receiver_port = free_port()
+        latencies_file = service.tmp / "latencies.json"
+        receiver = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "receiver.py"), str(receiver_port), str(latencies_file)]
         )
-        with urllib.request.urlopen(request) as response:
-            secret = json.loads(response.read())["secret"]
+        subscription = {"url": f"http://127.0.0.1:{receiver_port}/hook", "events": ["consent.changed"]}
+        subscription_id = post(service, manager, "/v1/webhooks/subscriptions", subscription)["id"]
         signer = Webhook(secret)
         t0 = time.perf_counter()
         now = datetime.now(UTC)
@@ -138,6 +167,10 @@ def main() -> int:
         with urllib.request.urlopen(export) as response:
             taken = [json.loads(line)["at"] for line in response.read().splitlines()[:-1]]
         first, last = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (min(taken), max(taken)))
+        drained = wait_drained(service, manager, subscription_id, timeout=600)
+        receiver.terminate()
+        receiver.wait(30)
+        latencies = sorted(json.loads(latencies_file.read_text()))
     if "requests in" not in run:
         sys.exit(f"wrk printed no summary:\n{run[-2000:]}")
     requests = len(taken)
@@ -150,6 +183,12 @@ def main() -> int:
         f"events         {requests:,.0f} in {seconds:.1f} s: {requests / seconds:,.0f} events/s (target 5,000)"
     )
     print(f"latency        p50 {p50}  p99 {p99}  non-2xx {bad.group(1) if bad else 0}")
+    if latencies:
+        print(
+            f"write->delivery {len(latencies):,} delivered: p50 {pct(latencies, 50):,.0f} ms  "
+            f"p99 {pct(latencies, 99):,.0f} ms  max {latencies[-1] * 1000:,.0f} ms (target p99 1,000 ms); "
+            f"last delivered {(drained - last).total_seconds():.1f} s after the last event was taken"
+        )
     per = 1e6 / max(requests, 1)
     print(f"CPU per event  service {(app1 - app0) * per:.0f} us  postgres {(pg1 - pg0) * per:.0f} us")
     return 1 if bad else 0

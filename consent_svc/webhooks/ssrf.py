@@ -1,6 +1,6 @@
 """Where outbound webhooks may go: a subscription's URL is checked when registered, and the addresses its host
-resolves to are checked again at every delivery (DNS can change in between), then connected to directly, so
-the address checked is the address used.
+resolves to are checked again when a delivery connects (DNS can change in between): the HTTP client resolves
+names through CheckedResolver, so the address checked is the address used.
 """
 
 from __future__ import annotations
@@ -9,6 +9,9 @@ import asyncio
 import ipaddress
 import socket
 from urllib.parse import SplitResult, urlsplit
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 
 # Cloud metadata services: never a webhook receiver, refused even where private networks are allowed.
 METADATA = frozenset(
@@ -51,23 +54,54 @@ def allowed(address: Address, allow_private: bool) -> bool:
     return allow_private and not (address.is_unspecified or address.is_multicast)
 
 
-async def resolve(parts: SplitResult, allow_private: bool) -> list[Address]:
-    """The host's addresses, all of them allowed; UnsafeUrl if it does not resolve or any address is refused
-    (a name that answers both a public and a private address is refused)."""
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        found = [ipaddress.ip_address(host)]
-    except ValueError:
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError):
-            raise UnsafeUrl(f"the host `{host}` does not resolve") from None
-        found = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
+def check(host: str, found: list[Address], allow_private: bool) -> None:
+    """UnsafeUrl unless every address is allowed (a name that answers a public and a private one is refused)."""
     refused = [a for a in found if not allowed(a, allow_private)]
     if refused or not found:
         raise UnsafeUrl(
             f"the host `{host}` resolves to {refused[0] if refused else 'nothing'}: loopback, private, link-local "
             "and metadata addresses are refused (CONSENT_SVC_WEBHOOK_ALLOW_PRIVATE_NETWORKS=1 allows private ones)"
         )
+
+
+def literal(host: str) -> Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+async def resolve(parts: SplitResult, allow_private: bool) -> list[Address]:
+    """The URL's host's addresses, all of them allowed; UnsafeUrl if it does not resolve or any is refused."""
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    address = literal(host)
+    if address is not None:
+        found = [address]
+    else:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            raise UnsafeUrl(f"the host `{host}` does not resolve") from None
+        found = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
+    check(host, found, allow_private)
     return found
+
+
+class CheckedResolver(AbstractResolver):
+    """aiohttp's resolver, refusing names that resolve where webhooks may not go. (aiohttp does not resolve an
+    IP literal: the sender checks those itself.)"""
+
+    def __init__(self, allow_private: bool) -> None:
+        self.allow_private = allow_private
+        self._resolver = DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._resolver.resolve(host, port, family)
+        check(host, [ipaddress.ip_address(r["host"].split("%")[0]) for r in found], self.allow_private)
+        return found
+
+    async def close(self) -> None:
+        await self._resolver.close()

@@ -13,15 +13,18 @@ from collections.abc import Callable
 class Receiver:
     """`answers(n)` gives the status of the n-th request (0-based); 200 unless told otherwise."""
 
-    def __init__(self, answers: Callable[[int], int] = lambda n: 200) -> None:
+    def __init__(self, answers: Callable[[int], int] = lambda n: 200, delay: float = 0) -> None:
         self.answers = answers
         self.received: list[tuple[dict[str, str], bytes]] = []
         self.lock = threading.Lock()
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as a real receiver would
+
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                time.sleep(delay)  # a receiver that takes its time: a kill lands mid-delivery
                 with outer.lock:
                     n = len(outer.received)
                     outer.received.append(({k.lower(): v for k, v in self.headers.items()}, body))

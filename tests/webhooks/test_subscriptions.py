@@ -306,10 +306,12 @@ async def test_deliveries_page_newest_first_and_filter_by_status(open_client, ma
     assert (await open_client.get(url, params={"cursor": "x"}, headers=manager)).status_code == 422
 
 
-async def test_the_address_is_checked_again_at_delivery(local, settings, manager, writer, receiver):
-    """A subscription made where private networks were allowed is not sent to them once they are not."""
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_the_address_is_checked_again_at_delivery(local, settings, manager, writer, receiver, host):
+    """A subscription made where private networks were allowed is not sent to them once they are not, whether
+    its URL names an address or a name that resolves to one."""
     async with AsyncTestClient(create_app(local)) as allowed:
-        sub = await subscribe(allowed, manager, receiver.url)
+        sub = await subscribe(allowed, manager, receiver.url.replace("127.0.0.1", host))
         await allowed.post(f"{PATH}/{sub['id']}/pause", headers=manager)
     strict = msgspec.structs.replace(local, webhook_allow_private_networks=False)
     async with AsyncTestClient(create_app(strict)) as client:
