@@ -19,6 +19,7 @@ import argparse
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -88,8 +89,18 @@ def post(service: Service, key: str, path: str, body: dict) -> dict:
         return json.loads(response.read())
 
 
-def wait_drained(service: Service, key: str, subscription_id: str, timeout: float) -> datetime:
-    """When the subscription had nothing left to send."""
+def wait_listening(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    sys.exit("the receiver did not start")
+
+
+def wait_drained(service: Service, key: str, subscription_id: str, timeout: float) -> int:
+    """Waits until the subscription has nothing left to send; how many deliveries it gave up on."""
     deadline = time.monotonic() + timeout
     request = urllib.request.Request(
         f"http://127.0.0.1:{service.port}/v1/webhooks/subscriptions/{subscription_id}",
@@ -97,8 +108,9 @@ def wait_drained(service: Service, key: str, subscription_id: str, timeout: floa
     )
     while time.monotonic() < deadline:
         with urllib.request.urlopen(request) as response:
-            if json.loads(response.read())["pending"] == 0:
-                return datetime.now(UTC)
+            subscription = json.loads(response.read())
+        if subscription["pending"] == 0:
+            return subscription["dead"]
         time.sleep(0.2)
     sys.exit("deliveries did not drain")
 
@@ -123,6 +135,7 @@ def main() -> int:
         receiver = subprocess.Popen(
             [sys.executable, str(ROOT / "bench" / "receiver.py"), str(receiver_port), str(latencies_file)]
         )
+        wait_listening(receiver_port)
         subscription = {"url": f"http://127.0.0.1:{receiver_port}/hook", "events": ["consent.changed"]}
         subscription_id = post(service, manager, "/v1/webhooks/subscriptions", subscription)["id"]
         signer = Webhook(secret)
@@ -167,10 +180,12 @@ def main() -> int:
         with urllib.request.urlopen(export) as response:
             taken = [json.loads(line)["at"] for line in response.read().splitlines()[:-1]]
         first, last = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (min(taken), max(taken)))
-        drained = wait_drained(service, manager, subscription_id, timeout=600)
+        dead = wait_drained(service, manager, subscription_id, timeout=600)
         receiver.terminate()
         receiver.wait(30)
-        latencies = sorted(json.loads(latencies_file.read_text()))
+        received = json.loads(latencies_file.read_text())
+        latencies = sorted(received["latencies"])
+        drained = datetime.fromtimestamp(received["last_arrival"], UTC)
     if "requests in" not in run:
         sys.exit(f"wrk printed no summary:\n{run[-2000:]}")
     requests = len(taken)
@@ -187,7 +202,7 @@ def main() -> int:
         print(
             f"write->delivery {len(latencies):,} delivered: p50 {pct(latencies, 50):,.0f} ms  "
             f"p99 {pct(latencies, 99):,.0f} ms  max {latencies[-1] * 1000:,.0f} ms (target p99 1,000 ms); "
-            f"last delivered {(drained - last).total_seconds():.1f} s after the last event was taken"
+            f"the last {(drained - last).total_seconds():.1f} s after the last event was taken; dead letters {dead}"
         )
     per = 1e6 / max(requests, 1)
     print(f"CPU per event  service {(app1 - app0) * per:.0f} us  postgres {(pg1 - pg0) * per:.0f} us")

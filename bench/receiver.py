@@ -1,7 +1,7 @@
 """A webhook receiver for benchmarks: a bare asyncio HTTP/1.1 server that answers 204 at once (keep-alive) and
 notes, per delivery, how long after the event's `timestamp` (the write's transaction time) it arrived.
 
-    python bench/receiver.py PORT OUT.json    # writes the latencies (seconds) to OUT.json on SIGTERM
+    python bench/receiver.py PORT OUT.json    # on SIGTERM writes {"latencies": [s...], "last_arrival": unix s}
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ ANSWER = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
 async def main(port: int, out: str) -> None:
     latencies: list[float] = []
     ids: set[str] = set()
+    last = [0.0]
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -32,10 +33,12 @@ async def main(port: int, out: str) -> None:
                     elif name.lower() == b"webhook-id":
                         msg_id = value.strip().decode()
                 body = await reader.readexactly(length)
-                arrived = time.time()
+                arrived = last[0] = time.time()
                 if msg_id not in ids:  # a repeat is not a second delivery
                     ids.add(msg_id)
-                    latencies.append(arrived - datetime.fromisoformat(json.loads(body)["timestamp"]).timestamp())
+                    latencies.append(
+                        arrived - datetime.fromisoformat(json.loads(body)["timestamp"]).timestamp()
+                    )
                 writer.write(ANSWER)
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
@@ -46,7 +49,7 @@ async def main(port: int, out: str) -> None:
     async with server:
         await stop.wait()
     with open(out, "w") as f:
-        json.dump(latencies, f)
+        json.dump({"latencies": latencies, "last_arrival": last[0]}, f)
 
 
 if __name__ == "__main__":

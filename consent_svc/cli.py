@@ -1,4 +1,4 @@
-"""consent-svc: serve | migrate | keys | import | policies check | audit verify."""
+"""consent-svc: serve | deliver | migrate | keys | import | policies check | audit verify."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import base64
 import binascii
 import logging
 import os
+import signal
+import subprocess
 import sys
+import threading
 import warnings
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -88,7 +91,9 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     # Workers build their app from the environment: hand them the database the parent settled on.
     os.environ["DATABASE_URL"] = settings.database_url or ""
     os.environ["CONSENT_SVC_DATA_DIR"] = str(Path(settings.data_dir).resolve())
-    Granian(
+    if runtime.server is not None:
+        os.environ.setdefault("CONSENT_SVC_MODE", "local")  # still the embedded database, URL or not
+    server = Granian(
         "consent_svc.app:create_app",
         factory=True,
         interface=Interfaces.ASGI,
@@ -98,7 +103,65 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         loop=Loops.uvloop,
         log_access=False,
         respawn_failed_workers=True,
-    ).serve()
+    )
+    delivery = Supervised([sys.executable, "-m", "consent_svc.cli", "deliver"], "delivery process")
+    try:
+        server.serve()
+    finally:
+        delivery.stop()
+
+
+class Supervised:
+    """A child process kept running (restarted a second after it exits) until stop()."""
+
+    def __init__(self, command: list[str], name: str) -> None:
+        self.command, self.name = command, name
+        self.stopping = threading.Event()
+        self.child: subprocess.Popen | None = None
+        self.thread = threading.Thread(target=self._keep, name=name, daemon=True)
+        self.thread.start()
+
+    def _keep(self) -> None:
+        log = logging.getLogger("consent_svc")
+        while not self.stopping.is_set():
+            self.child = subprocess.Popen(self.command)
+            code = self.child.wait()
+            if not self.stopping.is_set():
+                log.warning("%s exited with %s; restarting it", self.name, code)
+                self.stopping.wait(1.0)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.child is not None and self.child.poll() is None:
+            self.child.terminate()
+            try:
+                self.child.wait(15)
+            except subprocess.TimeoutExpired:
+                self.child.kill()
+        self.thread.join(5)
+
+
+@main.command()
+def deliver() -> None:
+    """Send outbound webhooks until stopped (serve runs this beside its workers)."""
+    runtime = Runtime()
+    asyncio.run(_deliver(runtime))
+
+
+async def _deliver(runtime: Runtime) -> None:
+    from consent_svc.webhooks.delivery import Outbound
+
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    pool = await db.create_pool(runtime.settings)
+    outbound = Outbound(runtime.keys, runtime.settings, dedicated=True)
+    outbound.start(pool)
+    try:
+        await stop.wait()
+    finally:
+        await outbound.stop()
+        await pool.close()
 
 
 async def _migrate(runtime: Runtime) -> list[int]:

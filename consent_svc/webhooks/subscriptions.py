@@ -61,13 +61,14 @@ DROP_PENDING = "DELETE FROM webhook_deliveries WHERE subscription_id = $1 AND st
 DROP_SECRETS = "DELETE FROM webhook_subscription_secrets WHERE subscription_id = $1"
 # What the delivery worker needs of every live subscription: where, what, and the secrets that sign now.
 SELECT_TARGETS = """
-SELECT s.id, s.url, s.events, s.purposes, s.paused_at IS NOT NULL AS paused, k.secret_id, k.wrapped
+SELECT s.id, s.url, s.paused_at IS NOT NULL AS paused, k.secret_id, k.wrapped
 FROM webhook_subscriptions s
 LEFT JOIN webhook_subscription_secrets k
   ON k.subscription_id = s.id AND (k.retires_at IS NULL OR k.retires_at > now())
 WHERE s.deleted_at IS NULL
 ORDER BY s.id, k.created_at
 """
+SELECT_INTERESTS = "SELECT id, events, purposes FROM webhook_subscriptions WHERE deleted_at IS NULL"
 SELECT_DELIVERIES = """
 SELECT d.seq, d.event_id, o.type, o.created_at, d.status, d.attempts,
        CASE WHEN d.status = 'pending' THEN d.next_attempt_at END AS next_attempt_at,
@@ -94,14 +95,20 @@ WHERE d.subscription_id = $1 AND (o.txid, o.event_id) = (d.txid, d.event_id)
 
 
 class Target(NamedTuple):
-    """A live subscription as the delivery worker sees it."""
+    """A live subscription as its sender sees it."""
 
     id: UUID
     url: str
-    events: tuple[str, ...]
-    purposes: frozenset[str] | None
     paused: bool
     keys: tuple[bytes, ...]
+
+
+class Interest(NamedTuple):
+    """What a live subscription wants, as the dispatcher sees it."""
+
+    id: UUID
+    events: tuple[str, ...]
+    purposes: frozenset[str] | None
 
     def wants(self, event_type: str, purpose: str | None) -> bool:
         family = event_type.split(".", 1)[0] + ".*"
@@ -187,19 +194,21 @@ async def targets(conn: asyncpg.Connection, keys: crypto.Keys) -> dict[UUID, Tar
         held = signing_keys.setdefault(row["id"], [])
         if row["secret_id"] is not None:
             held.append(keys.unwrap(row["wrapped"], _aad(row["id"], row["secret_id"])))
-    out = {}
-    for row in rows:
-        if row["id"] not in out:
-            purposes = frozenset(row["purposes"]) if row["purposes"] is not None else None
-            out[row["id"]] = Target(
-                row["id"],
-                row["url"],
-                tuple(row["events"]),
-                purposes,
-                row["paused"],
-                tuple(signing_keys[row["id"]]),
-            )
-    return out
+    return {
+        row["id"]: Target(row["id"], row["url"], row["paused"], tuple(signing_keys[row["id"]]))
+        for row in rows
+    }
+
+
+async def interests(conn: asyncpg.Connection) -> list[Interest]:
+    return [
+        Interest(
+            row["id"],
+            tuple(row["events"]),
+            frozenset(row["purposes"]) if row["purposes"] is not None else None,
+        )
+        for row in await conn.fetch(SELECT_INTERESTS)
+    ]
 
 
 async def deliveries(

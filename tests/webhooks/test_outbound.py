@@ -231,3 +231,24 @@ async def _age_first_attempt(client, sub: dict, settings) -> None:
         )
     finally:
         await conn.close()
+
+
+async def test_a_subscription_made_elsewhere_gets_every_event_committed_after_it(client, writer, conn, settings):
+    """Made by another worker (here: straight in the database), it is not known to the leader until its next
+    read of subscriptions; events committed in between still reach it."""
+    from consent_svc import crypto
+    from consent_svc.webhooks import subscriptions
+    from consent_svc.webhooks.types import SubscriptionIn
+
+    receiver = Receiver()
+    try:
+        async with conn.transaction():
+            await subscriptions.create(
+                conn, crypto.load_keys(settings), SubscriptionIn(url=receiver.url, events=["consent.changed"])
+            )
+        for n in range(5):
+            await write(client, writer, record(f"new{n}@example.com", "analytics"))
+        got = await receiver.wait_for(5)
+        assert sorted(e["data"]["subject_id"] for e in got) == sorted({e["data"]["subject_id"] for e in got})
+    finally:
+        receiver.close()
