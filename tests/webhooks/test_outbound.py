@@ -233,7 +233,9 @@ async def _age_first_attempt(client, sub: dict, settings) -> None:
         await conn.close()
 
 
-async def test_a_subscription_made_elsewhere_gets_every_event_committed_after_it(client, writer, conn, settings):
+async def test_a_subscription_made_elsewhere_gets_every_event_committed_after_it(
+    client, writer, conn, settings
+):
     """Made by another worker (here: straight in the database), it is not known to the leader until its next
     read of subscriptions; events committed in between still reach it."""
     from consent_svc import crypto
