@@ -4,6 +4,8 @@ the restart, at least once, and in commit order once repeats are dropped by webh
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 import time
 
@@ -50,12 +52,17 @@ async def test_every_acknowledged_change_is_delivered_after_kill9(local_service)
     try:
         manager = local_service.key("webhooks:manage")
         status, sub = local_service.call(
-            "POST", "/v1/webhooks/subscriptions", {"url": receiver.url, "events": ["consent.changed"]}, key=manager
+            "POST",
+            "/v1/webhooks/subscriptions",
+            {"url": receiver.url, "events": ["consent.changed"]},
+            key=manager,
         )
         assert status == 201, sub
         key = local_service.key("consents:write")
         acked: list[str] = []
-        local_service.kill9_under_load(lambda stop, tag: writer(local_service, key, acked, stop, tag), threads=3)
+        local_service.kill9_under_load(
+            lambda stop, tag: writer(local_service, key, acked, stop, tag), threads=3
+        )
         assert len(acked) >= 100
         deadline = time.monotonic() + 120
         while True:
@@ -69,5 +76,43 @@ async def test_every_acknowledged_change_is_delivered_after_kill9(local_service)
         assert not missing, f"{len(missing)} of {len(acked)} acknowledged changes never delivered"
         sequences = [e["sequence"] for e in first_seen.values()]
         assert sequences == sorted(sequences)  # repeats aside, in commit order across the restarts
+    finally:
+        receiver.close()
+
+
+def delivery_process(svc: Service) -> int:
+    """The pid of the service's delivery process (a child of serve, in its process group)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")  # noqa: SIM115
+                if b"deliver" in cmdline and os.getpgid(int(entry)) == svc.proc.pid:
+                    return int(entry)
+            except OSError:
+                continue
+    raise AssertionError("no delivery process")
+
+
+async def test_deliveries_go_on_when_the_delivery_process_dies(local_service):
+    receiver = Receiver()
+    try:
+        manager = local_service.key("webhooks:manage")
+        status, _ = local_service.call(
+            "POST",
+            "/v1/webhooks/subscriptions",
+            {"url": receiver.url, "events": ["consent.changed"]},
+            key=manager,
+        )
+        assert status == 201
+        key = local_service.key("consents:write")
+        first = delivery_process(local_service)
+        os.kill(first, signal.SIGKILL)
+        status, _ = local_service.call(
+            "POST", "/v1/consents", batch(record("after@example.com", "analytics")), key=key
+        )
+        assert status == 201
+        [event] = await receiver.wait_for(1, timeout=20)
+        assert event["data"]["purpose"] == "analytics"
+        assert delivery_process(local_service) != first  # serve started another
     finally:
         receiver.close()
