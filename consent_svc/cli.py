@@ -112,7 +112,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 
 
 class Supervised:
-    """A child process kept running (restarted a second after it exits) until stop()."""
+    """A child process kept running until stop(): restarted a second after it crashes or is killed."""
 
     def __init__(self, command: list[str], name: str) -> None:
         self.command, self.name = command, name
@@ -126,9 +126,10 @@ class Supervised:
         while not self.stopping.is_set():
             self.child = subprocess.Popen(self.command)
             code = self.child.wait()
-            if not self.stopping.is_set():
-                log.warning("%s exited with %s; restarting it", self.name, code)
-                self.stopping.wait(1.0)
+            if code in (0, -signal.SIGTERM, -signal.SIGINT):
+                return  # told to stop (the whole service is stopping): not a crash
+            log.warning("%s exited with %s; restarting it", self.name, code)
+            self.stopping.wait(1.0)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -254,3 +254,34 @@ async def test_a_subscription_made_elsewhere_gets_every_event_committed_after_it
         assert sorted(e["data"]["subject_id"] for e in got) == sorted({e["data"]["subject_id"] for e in got})
     finally:
         receiver.close()
+
+
+async def test_a_redirect_is_not_followed(client, manager, writer):
+    receiver = Receiver(answers=lambda n: 307)
+    try:
+        sub = await subscribe(client, manager, receiver.url)
+        await write(client, writer, record("rex@example.com", "analytics"))
+        [delivery] = await settle(client, manager, sub)
+        assert delivery["status"] == "dead" and "redirects are not followed" in delivery["last_error"]
+        assert len(receiver.received) == 1
+    finally:
+        receiver.close()
+
+
+@pytest.fixture
+def short_attempts(monkeypatch):
+    from consent_svc.webhooks import delivery
+
+    monkeypatch.setattr(delivery, "ATTEMPT_SECONDS", 0.3)
+
+
+async def test_a_receiver_that_does_not_answer_in_time_is_retried(short_attempts, client, manager, writer):
+    receiver = Receiver(delay=1.0)
+    try:
+        sub = await subscribe(client, manager, receiver.url)
+        await write(client, writer, record("sam@example.com", "analytics"))
+        got = await settle(client, manager, sub, lambda ds: ds and ds[0]["attempts"] >= 2)
+        assert got[0]["status"] == "pending" and got[0]["last_error"] == "no answer within 0.3 s"
+        assert got[0]["last_status"] is None
+    finally:
+        receiver.close()
