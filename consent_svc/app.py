@@ -31,6 +31,7 @@ from consent_svc.policies import store as policy_store
 from consent_svc.policies.load import load_policies
 from consent_svc.policies.routes import PolicyController
 from consent_svc.settings import Settings
+from consent_svc.webhooks import events
 from consent_svc.webhooks.delivery import Outbound
 from consent_svc.webhooks.routes import InboundController, SourceController, SubscriptionController
 
@@ -43,13 +44,14 @@ EXPORTS_AT_ONCE = 2  # per worker: an audit export holds a connection for its wh
 
 
 async def _housekeeping(pool: asyncpg.Pool, settings: Settings) -> None:
-    """Drop idempotency keys past retention (an expired key is already free to reuse; this frees the space),
-    and keep the next months' audit log partitions made ahead of time."""
+    """Drop idempotency keys past retention (an expired key is already free to reuse; this frees the space) and
+    outbound events past theirs, and keep the next months' audit log partitions made ahead of time."""
     while True:
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
         try:
             async with pool.acquire() as conn:
                 await idempotency.delete_expired(conn, settings.idempotency_ttl_hours)
+                await events.delete_expired(conn, settings.webhook_retention_days)
                 await conn.execute("SELECT ensure_audit_partitions($1)", PARTITION_MONTHS_AHEAD)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("housekeeping skipped: %s", type(exc).__name__)

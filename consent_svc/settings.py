@@ -41,6 +41,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """How long a failing delivery is retried (with exponential backoff) before it is dead-lettered."""
     webhook_retry_base_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5
     """The first retry's delay; each next one doubles, up to an hour, with jitter."""
+    webhook_retention_days: Annotated[int, msgspec.Meta(ge=2, le=3650)] = 30
+    """How long sent (or dead) events and their delivery records are kept, for listing and replay."""
     webhook_secret_grace_hours: Annotated[int, msgspec.Meta(ge=0, le=720)] = 24
     """After a source's secret is rotated, how long the old one still verifies."""
     policies_dir: str = DEFAULT_POLICIES_DIR

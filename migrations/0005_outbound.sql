@@ -61,4 +61,7 @@ CREATE TABLE webhook_deliveries (
     delivered_at     timestamptz,
     PRIMARY KEY (subscription_id, seq)
 );
+-- What is waiting (the senders' queue) and what gave up (counted in listings) are found without reading the
+-- delivered history.
 CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (subscription_id, seq) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_dead ON webhook_deliveries (subscription_id, seq) WHERE status = 'dead';

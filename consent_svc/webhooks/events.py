@@ -17,6 +17,18 @@ import msgspec
 from consent_svc.consents.types import Source
 
 OUTBOX_COLUMNS = ("event_id", "type", "purpose", "subject_id", "data")
+# Past the retention period an event goes with its finished deliveries (replay reaches back that far), unless
+# something still waits for it: a pending delivery, or the dispatcher, not there yet.
+DELETE_OLD_DELIVERIES = """
+DELETE FROM webhook_deliveries
+WHERE status <> 'pending' AND coalesce(delivered_at, last_attempt_at) < now() - make_interval(days => $1)
+"""
+DELETE_OLD_EVENTS = """
+DELETE FROM outbox o
+WHERE o.created_at < now() - make_interval(days => $1)
+  AND (o.txid, o.event_id) <= (SELECT txid, event_id FROM outbox_cursor)
+  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE (d.txid, d.event_id) = (o.txid, o.event_id))
+"""
 
 
 class ConsentChanged(msgspec.Struct, frozen=True, gc=False):
@@ -51,3 +63,8 @@ async def append(conn: asyncpg.Connection, rows: Sequence[tuple]) -> None:
 
 def body(event_type: str, created_at: datetime, seq: int, data: bytes) -> bytes:
     return msgspec.json.encode(EventBody(event_type, created_at, seq, msgspec.Raw(data)))
+
+
+async def delete_expired(conn: asyncpg.Connection, retention_days: int) -> None:
+    await conn.execute(DELETE_OLD_DELIVERIES, retention_days)
+    await conn.execute(DELETE_OLD_EVENTS, retention_days)

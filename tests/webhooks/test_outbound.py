@@ -285,3 +285,33 @@ async def test_a_receiver_that_does_not_answer_in_time_is_retried(short_attempts
         assert got[0]["last_status"] is None
     finally:
         receiver.close()
+
+
+async def test_sent_events_are_dropped_after_the_retention_period_and_waiting_ones_kept(
+    client, manager, writer, conn, settings
+):
+    from consent_svc.webhooks import events
+
+    stuck = Receiver(answers=lambda n: 503)
+    receiver = Receiver()
+    try:
+        sent = await subscribe(client, manager, receiver.url)
+        waiting = await subscribe(client, manager, stuck.url)
+        await write(client, writer, record("old@example.com", "analytics"))
+        await settle(client, manager, sent)
+        await settle(client, manager, waiting, lambda ds: ds and ds[0]["attempts"] >= 1)
+        await conn.execute("UPDATE outbox SET created_at = created_at - interval '40 days'")
+        await conn.execute(
+            "UPDATE webhook_deliveries SET delivered_at = delivered_at - interval '40 days', "
+            "last_attempt_at = last_attempt_at - interval '40 days'"
+        )
+        await events.delete_expired(conn, settings.webhook_retention_days)
+        # The delivered one is gone; the one still retrying keeps its event.
+        assert await conn.fetchval("SELECT count(*) FROM webhook_deliveries") == 1
+        assert await conn.fetchval("SELECT count(*) FROM outbox") == 1
+        await client.delete(f"/v1/webhooks/subscriptions/{waiting['id']}", headers=manager)
+        await events.delete_expired(conn, settings.webhook_retention_days)
+        assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
+    finally:
+        stuck.close()
+        receiver.close()
