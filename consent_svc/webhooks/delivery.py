@@ -212,6 +212,8 @@ class Outbound:
                                 await self._stop_senders()
                                 if not conn.is_closed():
                                     await conn.execute("SELECT pg_advisory_unlock($1)", LEADER_LOCK)
+                        if not self.dedicated:
+                            break  # a worker's pool connection goes back to its requests while it stands by
                         await asyncio.sleep(self.standby)
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("webhook delivery paused: %s", type(exc).__name__)

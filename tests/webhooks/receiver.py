@@ -24,10 +24,10 @@ class Receiver:
 
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                time.sleep(delay)  # a receiver that takes its time: a kill lands mid-delivery
                 with outer.lock:
                     n = len(outer.received)
                     outer.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                time.sleep(delay)  # a receiver that takes its time to answer
                 self.send_response(outer.answers(n))
                 self.send_header("Content-Length", "0")
                 self.end_headers()

@@ -315,3 +315,17 @@ async def test_sent_events_are_dropped_after_the_retention_period_and_waiting_on
     finally:
         stuck.close()
         receiver.close()
+
+
+async def test_a_receiver_that_hangs_does_not_slow_consent_writes(short_attempts, client, manager, writer):
+    receiver = Receiver(delay=5.0)
+    try:
+        await subscribe(client, manager, receiver.url)
+        await write(client, writer, record("first@example.com", "analytics"))
+        await receiver.wait_for(1, status=None)  # the sender is now stuck on it
+        started = asyncio.get_running_loop().time()
+        for n in range(10):
+            await write(client, writer, record(f"quick{n}@example.com", "analytics"))
+        assert asyncio.get_running_loop().time() - started < 3.0
+    finally:
+        receiver.close()
