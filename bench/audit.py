@@ -21,14 +21,13 @@ import asyncio
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from check import check_script, seed, wrk
-from common import ROOT, Service
+from common import ROOT, Service, checkout
 from ingest import encode_batches, send_all
 
 sys.path.insert(0, str(ROOT))
@@ -67,17 +66,9 @@ def ingest(service: Service, tag: str, args: argparse.Namespace) -> dict[str, fl
 
 
 def compare(args: argparse.Namespace) -> int:
-    worktree = Path(tempfile.mkdtemp(prefix="consent-svc-before-"))
-    subprocess.run(
-        ["git", "worktree", "add", "-f", "--detach", str(worktree), args.before], cwd=ROOT, check=True
-    )
-    python = str(ROOT / ".venv" / "bin" / "python")
-    variants = {
-        "before": ([python, "-m", "consent_svc.cli"], {"PYTHONPATH": str(worktree)}),
-        "after": (None, {}),
-    }
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
-    try:
+    with checkout(args.before) as before:
+        variants = {"before": before, "after": (None, {})}
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
         for r in range(args.rounds):
             for name, (command, env) in variants.items() if r % 2 == 0 else reversed(variants.items()):
                 with Service(args.workers, args.database_url, command, env) as service:
@@ -96,9 +87,6 @@ def compare(args: argparse.Namespace) -> int:
                         )
                 results[name].append(run)
                 print(f"round {r + 1} {name:<6} {line}", flush=True)
-    finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False)
-        shutil.rmtree(worktree, ignore_errors=True)
     unit = "records" if args.what == "ingest" else "checks"
     print(f"audit {args.what}: {args.workers} workers, {args.rounds} rounds, before = {args.before}")
     medians = {}

@@ -14,7 +14,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import psutil
@@ -146,3 +147,18 @@ class Service:
     def cpu(self) -> tuple[float, float]:
         """CPU seconds so far of the service's process tree and of its embedded PostgreSQL."""
         return cpu_seconds([psutil.Process(self.process.pid)]), cpu_seconds(postmasters(self.pgdata))
+
+
+@contextmanager
+def checkout(revision: str) -> Iterator[tuple[list[str], dict[str, str]]]:
+    """An older revision in a temporary git worktree: the `command` and `extra_env` that make Service run it
+    (PYTHONPATH wins over the editable install of the current checkout)."""
+    worktree = Path(tempfile.mkdtemp(prefix="consent-svc-before-"))
+    subprocess.run(
+        ["git", "worktree", "add", "-f", "--detach", str(worktree), revision], cwd=ROOT, check=True
+    )
+    try:
+        yield [str(ROOT / ".venv" / "bin" / "python"), "-m", "consent_svc.cli"], {"PYTHONPATH": str(worktree)}
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False)
+        shutil.rmtree(worktree, ignore_errors=True)

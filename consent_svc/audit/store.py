@@ -14,7 +14,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
-from consent_svc import ids
+from consent_svc import db, ids
 from consent_svc.audit import chain
 from consent_svc.audit.types import AuditEntry, Checkpoint, ExportedEntry, Neighbour
 
@@ -112,8 +112,8 @@ def ms_time(unix_ms: int) -> datetime:
 
 
 async def append(conn: asyncpg.Connection, rows: Sequence[tuple]) -> None:
-    """Rows as ENTRY_COLUMNS (payload: bytes from `payload`). Binary COPY, as for the ledger and decisions."""
-    await conn.copy_records_to_table("audit_log", columns=ENTRY_COLUMNS, records=rows)
+    """Rows as ENTRY_COLUMNS (payload: bytes from `payload`)."""
+    await db.insert_rows(conn, "audit_log", ENTRY_COLUMNS, list(rows))
 
 
 def _where(where: AuditFilter, extra: dict[str, Any]) -> tuple[str, list[Any]]:

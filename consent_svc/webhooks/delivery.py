@@ -23,6 +23,7 @@ receivers must drop repeats by `webhook-id` (at-least-once, as Standard Webhooks
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -157,6 +158,15 @@ async def dispatch(conn: asyncpg.Connection) -> set[UUID]:
     return {d[0] for d in deliveries}
 
 
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Until the event is set or the time is up. Not asyncio.wait_for: on Python 3.11 it can swallow a
+    cancellation that lands as the event is set, and a stop() then waited forever (seen: a test's app shutdown
+    hung right after a subscription was paused)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+
+
 async def _dedicated_present(conn: asyncpg.Connection) -> bool:
     if await conn.fetchval("SELECT pg_try_advisory_lock($1)", PRESENCE_LOCK):
         await conn.execute("SELECT pg_advisory_unlock($1)", PRESENCE_LOCK)
@@ -248,10 +258,7 @@ class Outbound:
                         self._wakes[subscription_id].set()
                     elif subscription_id not in self.targets:
                         self._changed.set()  # a subscription this worker has not read yet: read it now
-                try:
-                    await asyncio.wait_for(self._changed.wait(), POLL_SECONDS)
-                except TimeoutError:
-                    pass
+                await _wait(self._changed, POLL_SECONDS)
 
     def _start_senders(self) -> None:
         for subscription_id, target in self.targets.items():
@@ -306,9 +313,7 @@ class Outbound:
                 finally:
                     await self._mark_delivered(subscription_id, delivered)
                 if wait > 0:
-                    await asyncio.wait_for(wake.wait(), wait)
-            except TimeoutError:
-                pass
+                    await _wait(wake, wait)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("webhook sender paused: %s", type(exc).__name__)
                 await asyncio.sleep(STANDBY_SECONDS)

@@ -14,6 +14,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from consent_svc import db
 from consent_svc.consents.types import Source
 
 OUTBOX_COLUMNS = ("event_id", "type", "purpose", "subject_id", "data")
@@ -57,8 +58,8 @@ def row(event_id: UUID, event_type: str, purpose: str | None, subject_id: UUID |
 
 
 async def append(conn: asyncpg.Connection, rows: Sequence[tuple]) -> None:
-    """Rows as OUTBOX_COLUMNS (made by `row`), by binary COPY like the ledger's."""
-    await conn.copy_records_to_table("outbox", columns=OUTBOX_COLUMNS, records=rows)
+    """Rows as OUTBOX_COLUMNS (made by `row`)."""
+    await db.insert_rows(conn, "outbox", OUTBOX_COLUMNS, list(rows))
 
 
 def body(event_type: str, created_at: datetime, seq: int, data: bytes) -> bytes:
