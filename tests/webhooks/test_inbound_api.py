@@ -35,11 +35,6 @@ def records_event(*records: dict) -> dict:
 
 
 @pytest.fixture
-async def manager(keys):
-    return await keys.of("webhooks:manage")
-
-
-@pytest.fixture
 async def cmp(client, manager):
     response = await client.post(
         "/v1/sources", json={"name": "web-cmp", "default_region": "FR"}, headers=manager

@@ -21,23 +21,6 @@ def settings(settings):
     )
 
 
-@pytest.fixture
-async def manager(keys):
-    return await keys.of("webhooks:manage")
-
-
-@pytest.fixture
-async def writer(keys):
-    return await keys.of("consents:write")
-
-
-@pytest.fixture
-def receiver():
-    made = Receiver()
-    yield made
-    made.close()
-
-
 async def subscribe(client, manager, url: str, **extra) -> dict:
     response = await client.post(
         "/v1/webhooks/subscriptions",

@@ -31,23 +31,6 @@ async def open_client(local):
         yield test_client
 
 
-@pytest.fixture
-async def manager(keys):
-    return await keys.of("webhooks:manage")
-
-
-@pytest.fixture
-async def writer(keys):
-    return await keys.of("consents:write")
-
-
-@pytest.fixture
-def receiver():
-    made = Receiver()
-    yield made
-    made.close()
-
-
 @pytest.mark.parametrize(
     "url",
     [
