@@ -124,10 +124,7 @@ class Rulebook:
 
     def regime_at(self, region: str, day: date) -> tuple[Regime, bool]:
         """The regime in force for a region on a day, and whether the region is mapped at all."""
-        regime, mapped = self.policies.regime_for(region)
-        while regime.in_force_from is not None and day < regime.in_force_from:
-            regime = self.policies.regimes[regime.extends or self.policies.regions.default]
-        return regime, mapped
+        return self.policies.regime_on(region, day)
 
     def rule(self, regime: Regime, purpose: str, day: date) -> PurposeRule:
         for rule in self._rules[(regime.id, purpose)]:

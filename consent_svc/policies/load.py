@@ -115,7 +115,16 @@ def read_files(directory: Path) -> dict[str, str]:
 
 
 def load_policies(directory: str | Path) -> Policies:
-    return build_policies(read_files(Path(directory)))
+    """The policy set the service runs on. Stricter than re-applying a stored version: the default regime must
+    set request deadlines, since every request from an unknown region gets them."""
+    policies = build_policies(read_files(Path(directory)))
+    default = policies.regimes[policies.regions.default]
+    if default.dsar is None:
+        name = f"{REGIMES_DIR}/{default.id}.toml"
+        raise PolicyError(
+            [f"{name}: the default regime needs a [dsar] table (deadlines for unknown regions)"]
+        )
+    return policies
 
 
 def build_policies(files: dict[str, str]) -> Policies:

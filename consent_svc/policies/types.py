@@ -173,6 +173,24 @@ class Policies(msgspec.Struct, frozen=True):
     def purpose_ids(self) -> frozenset[str]:
         return frozenset(p.id for p in self.purposes.purposes)
 
+    def regime_on(self, region: str, day: date) -> tuple[Regime, bool]:
+        """The regime in force for a region on a day (before a regime's `in_force_from`, its parent's or the
+        default), and whether the region is mapped at all."""
+        regime, mapped = self.regime_for(region)
+        while regime.in_force_from is not None and day < regime.in_force_from:
+            regime = self.regimes[regime.extends or self.regions.default]
+        return regime, mapped
+
+    def dsar_on(self, region: str, day: date) -> tuple[Regime, DsarRules]:
+        """The request deadlines for a region on a day: its regime's, or the default regime's where it sets none
+        (load_policies makes sure the default does)."""
+        regime, _ = self.regime_on(region, day)
+        if regime.dsar is not None:
+            return regime, regime.dsar
+        default = self.regimes[self.regions.default]
+        assert default.dsar is not None
+        return default, default.dsar
+
     def regime_for(self, region: str) -> tuple[Regime, bool]:
         """The regime governing a canonical region code, and whether it came from the map (False: default)."""
         regime_id = self.region_regime.get(region)
