@@ -7,6 +7,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 import asyncpg
 from litestar import Litestar, Router
@@ -30,6 +31,8 @@ from consent_svc.health import HealthController
 from consent_svc.policies import store as policy_store
 from consent_svc.policies.load import load_policies
 from consent_svc.policies.routes import PolicyController
+from consent_svc.requests.desk import Desk
+from consent_svc.requests.routes import RequestController, SystemController
 from consent_svc.settings import Settings
 from consent_svc.webhooks import events
 from consent_svc.webhooks.delivery import Outbound
@@ -43,9 +46,10 @@ PARTITION_MONTHS_AHEAD = 2
 EXPORTS_AT_ONCE = 2  # per worker: an audit export holds a connection for its whole download
 
 
-async def _housekeeping(pool: asyncpg.Pool, settings: Settings) -> None:
+async def _housekeeping(pool: asyncpg.Pool, settings: Settings, desk: Desk) -> None:
     """Drop idempotency keys past retention (an expired key is already free to reuse; this frees the space) and
-    outbound events past theirs, and keep the next months' audit log partitions made ahead of time."""
+    outbound events past theirs, keep the next months' audit log partitions made ahead of time, and announce
+    requests nearing or past their due dates."""
     while True:
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
         try:
@@ -53,6 +57,8 @@ async def _housekeeping(pool: asyncpg.Pool, settings: Settings) -> None:
                 await idempotency.delete_expired(conn, settings.idempotency_ttl_hours)
                 await events.delete_expired(conn, settings.webhook_retention_days)
                 await conn.execute("SELECT ensure_audit_partitions($1)", PARTITION_MONTHS_AHEAD)
+                async with conn.transaction():
+                    await desk.announce_deadlines(conn, datetime.now(UTC))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("housekeeping skipped: %s", type(exc).__name__)
 
@@ -90,6 +96,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     signer = crypto.load_signing_key(settings)
     integrator = Integrator(signer, settings.audit_checkpoint_seconds)
     outbound = Outbound(keys, settings)
+    desk = Desk(policies, rules, keys, settings)
     export_slots = asyncio.Semaphore(EXPORTS_AT_ONCE)
     signals = telemetry.configure()
 
@@ -109,7 +116,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             decider.pool = app.state.pool
             integrator.start(app.state.pool)
             outbound.start(app.state.pool)
-            housekeeping = asyncio.create_task(_housekeeping(app.state.pool, settings))
+            housekeeping = asyncio.create_task(_housekeeping(app.state.pool, settings, desk))
             yield
             housekeeping.cancel()
             await outbound.stop()
@@ -132,6 +139,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             SourceController,
             InboundController,
             SubscriptionController,
+            RequestController,
+            SystemController,
         ],
         middleware=[RequireScope],
         security=[{"BearerAuth": []}],
@@ -149,6 +158,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "signer": Provide(lambda: signer, sync_to_thread=False, use_cache=True),
             "integrator": Provide(lambda: integrator, sync_to_thread=False, use_cache=True),
             "outbound": Provide(lambda: outbound, sync_to_thread=False, use_cache=True),
+            "desk": Provide(lambda: desk, sync_to_thread=False, use_cache=True),
             "export_slots": Provide(lambda: export_slots, sync_to_thread=False, use_cache=True),
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
         },

@@ -25,6 +25,7 @@ SCOPES = (
     "decisions:check",
     "audit:read",
     "requests:manage",
+    "requests:confirm",  # a downstream system's own key: confirms what it did for a request
     "webhooks:manage",
     "cmp:ingest",
     "admin",

@@ -47,6 +47,8 @@ PROBLEM_DESCRIPTIONS = {
     403: "The API key lacks the scope this operation needs",
     404: "Not found",
     409: "Conflict with stored data",
+    410: "What was asked for was erased",
+    429: "Too many requests: wait for the time in Retry-After",
     413: "The request body is larger than the configured limit",
     422: "The request is well-formed but not valid; `errors` names each field",
     503: "The database is unavailable or refused the write; nothing was stored; retry",
@@ -152,6 +154,12 @@ class Conflict(ProblemError):
     status = 409
     slug = "conflict"
     default_title = "Conflict"
+
+
+class Gone(ProblemError):
+    status = 410
+    slug = "gone"
+    default_title = "Gone"
 
 
 class Unavailable(ProblemError):

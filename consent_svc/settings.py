@@ -45,6 +45,18 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """How long sent (or dead) events and their delivery records are kept, for listing and replay."""
     webhook_secret_grace_hours: Annotated[int, msgspec.Meta(ge=0, le=720)] = 24
     """After a source's secret is rotated, how long the old one still verifies."""
+    request_duplicate_window_seconds: Annotated[int, msgspec.Meta(ge=0, le=86400)] = 600
+    """A request of the same type for the same identifiers within this window answers the open one."""
+    request_due_soon_days: Annotated[int, msgspec.Meta(ge=0, le=90)] = 7
+    """How long before its due date a request is announced as `request.due_soon`."""
+    public_code_minutes: Annotated[int, msgspec.Meta(ge=1, le=1440)] = 30
+    """How long a public request's verification code (and an export link) stays valid."""
+    public_code_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 5
+    """Wrong codes before a public request's verification is locked."""
+    public_rate_per_address: Annotated[int, msgspec.Meta(ge=1)] = 20
+    """Public submissions per client address per hour."""
+    public_rate_per_identifier: Annotated[int, msgspec.Meta(ge=1)] = 5
+    """Public submissions per identifier per hour."""
     policies_dir: str = DEFAULT_POLICIES_DIR
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16 * 1024 * 1024
     clock_skew_seconds: Annotated[int, msgspec.Meta(ge=0, le=3600)] = 300

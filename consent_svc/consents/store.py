@@ -29,6 +29,27 @@ from consent_svc.webhooks.events import ConsentChanged
 SELECT_SUBJECTS_BY_HASH = """
 SELECT lookup_hash, subject_id FROM identifier_lookup WHERE lookup_hash = ANY($1::bytea[])
 """
+# A hash no subject holds may still be an erased person's: the suppression list says so (NULL subject).
+SELECT_SUBJECTS_OR_SUPPRESSED = """
+SELECT lookup_hash, subject_id FROM identifier_lookup WHERE lookup_hash = ANY($1::bytea[])
+UNION ALL
+SELECT lookup_hash, NULL FROM suppressed_identifiers WHERE lookup_hash = ANY($1::bytea[])
+"""
+# Crypto-shredding: the data key goes, so identifiers and proofs sealed under it can never be read again; the
+# look-up rows go, so nothing finds the subject by an identifier; their keyed hashes stay as suppression
+# entries, which name no subject. Records stay, append-only and now anonymous, as proof of what was decided.
+ERASE_SUBJECTS = """
+UPDATE subjects SET wrapped_key = NULL, erased_at = now()
+WHERE subject_id = ANY($1::uuid[]) AND erased_at IS NULL
+RETURNING subject_id
+"""
+SUPPRESS_HASHES = """
+INSERT INTO suppressed_identifiers (lookup_hash, request_id)
+SELECT h, $2 FROM unnest($1::bytea[]) AS h
+ON CONFLICT DO NOTHING
+"""
+DELETE_LOOKUPS = "DELETE FROM identifier_lookup WHERE subject_id = ANY($1::uuid[]) RETURNING lookup_hash"
+DELETE_IDENTIFIERS = "DELETE FROM subject_identifiers WHERE subject_id = ANY($1::uuid[])"
 SELECT_WRAPPED_KEYS = """
 SELECT subject_id, wrapped_key FROM subjects WHERE subject_id = ANY($1::uuid[]) AND wrapped_key IS NOT NULL
 """
@@ -171,7 +192,13 @@ async def insert_records(
     Subjects are handled by their group number in the batch (an int), which is cheaper to hash than a UUID.
     """
     received_at: datetime = await conn.fetchval("SELECT now()")  # what the rows' DEFAULT now() will hold
-    known = await subjects_by_hash(conn, list({h for r in records for (_, _, h) in r.identifiers}))
+    known = {}
+    for row in await conn.fetch(
+        SELECT_SUBJECTS_OR_SUPPRESSED, list({h for r in records for (_, _, h) in r.identifiers})
+    ):
+        if row["subject_id"] is None:
+            raise SubjectErased()  # a later import may not bring an erased person back
+        known[row["lookup_hash"]] = row["subject_id"]
     groups, existing = group_records([[h for (_, _, h) in r.identifiers] for r in records], known)
 
     subjects: list[UUID] = []
@@ -352,6 +379,35 @@ STATUS_RANK = {"granted": 0, "denied": 1, "withdrawn": 2}
 
 def _precedence(record: PreparedRecord) -> tuple[datetime, int]:
     return record.collected_at, STATUS_RANK[record.status]
+
+
+async def identifiers(conn: asyncpg.Connection, keys: crypto.Keys, subject_id: UUID) -> list[tuple[str, str]]:
+    """A subject's identifiers in clear, (kind, value): for its own access request only."""
+    wrapped = await conn.fetchval("SELECT wrapped_key FROM subjects WHERE subject_id = $1", subject_id)
+    if wrapped is None:
+        return []
+    data_key = _unwrap(keys, subject_id, wrapped)
+    return [
+        (
+            row["kind"],
+            crypto.unseal(
+                data_key, row["value_enc"], _identifier_aad(subject_id, row["lookup_hash"])
+            ).decode(),
+        )
+        for row in await conn.fetch(SELECT_IDENTIFIERS, subject_id)
+    ]
+
+
+async def erase(
+    conn: asyncpg.Connection, subject_ids: list[UUID], hashes: list[bytes], request_id: UUID
+) -> list[UUID]:
+    """Crypto-shred subjects; suppress their identifiers' hashes and `hashes` (a request's, even if no subject
+    held them). Returns the subjects erased now."""
+    erased = [row["subject_id"] for row in await conn.fetch(ERASE_SUBJECTS, subject_ids)]
+    dropped = [row["lookup_hash"] for row in await conn.fetch(DELETE_LOOKUPS, subject_ids)]
+    await conn.execute(DELETE_IDENTIFIERS, subject_ids)
+    await conn.execute(SUPPRESS_HASHES, sorted(set(dropped) | set(hashes)), request_id)
+    return erased
 
 
 async def subject_view(conn: asyncpg.Connection, keys: crypto.Keys, subject_id: UUID) -> SubjectView | None:

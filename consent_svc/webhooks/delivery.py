@@ -69,7 +69,7 @@ USER_AGENT = "consent-svc-webhooks/1"
 SELECT_CURSOR = "SELECT txid, event_id, seq FROM outbox_cursor FOR UPDATE"
 SELECT_HORIZON = "SELECT pg_snapshot_xmin(pg_current_snapshot())"
 SELECT_EVENTS = """
-SELECT txid, event_id, type, purpose
+SELECT txid, event_id, type, purpose, audience
 FROM outbox
 WHERE (txid, event_id) > ($1::xid8, $2::uuid) AND txid < $3::xid8
 ORDER BY txid, event_id
@@ -79,7 +79,7 @@ UPDATE_CURSOR = "UPDATE outbox_cursor SET txid = $1, event_id = $2, seq = $3"
 DELIVERY_COLUMNS = ("subscription_id", "seq", "txid", "event_id")
 SELECT_DUE = """
 SELECT d.seq, d.event_id, d.attempts, d.next_attempt_at, d.first_attempt_at, o.type, o.created_at,
-       o.subject_id, o.data
+       o.subject_id, o.data, o.sealed
 FROM webhook_deliveries d
 JOIN outbox o ON (o.txid, o.event_id) = (d.txid, d.event_id)
 WHERE d.subscription_id = $1 AND d.status = 'pending'
@@ -147,8 +147,11 @@ async def dispatch(conn: asyncpg.Connection) -> set[UUID]:
         deliveries = []
         for row in rows:
             seq += 1
+            audience = row["audience"]
             for interest in interests:
-                if interest.wants(row["type"], row["purpose"]):
+                if interest.wants(row["type"], row["purpose"]) and (
+                    audience is None or interest.id in audience
+                ):
                     deliveries.append((interest.id, seq, row["txid"], row["event_id"]))
         if deliveries:
             await conn.copy_records_to_table(
@@ -328,7 +331,8 @@ class Outbound:
         delivered.clear()
 
     async def _attempt(self, target: Target, row: asyncpg.Record) -> Attempt:
-        body = events.body(row["type"], row["created_at"], row["seq"], row["data"])
+        data = events.opened(self.keys, row["event_id"], row["data"], row["sealed"])
+        body = events.body(row["type"], row["created_at"], row["seq"], data)
         msg_id = str(row["event_id"])
         stamp = int(time.time())
         headers = {

@@ -14,10 +14,11 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
-from consent_svc import db
+from consent_svc import crypto, db
 from consent_svc.consents.types import Source
 
-OUTBOX_COLUMNS = ("event_id", "type", "purpose", "subject_id", "data")
+OUTBOX_COLUMNS = ("event_id", "type", "purpose", "subject_id", "data", "sealed", "audience")
+SEALING_KEY = "outbox sealing"
 # Past the retention period an event goes with its finished deliveries (replay reaches back that far), unless
 # something still waits for it: a pending delivery, or the dispatcher, not there yet.
 DELETE_OLD_DELIVERIES = """
@@ -54,7 +55,24 @@ class EventBody(msgspec.Struct, frozen=True):
 
 
 def row(event_id: UUID, event_type: str, purpose: str | None, subject_id: UUID | None, data: bytes) -> tuple:
-    return (event_id, event_type, purpose, subject_id, data)
+    return (event_id, event_type, purpose, subject_id, data, False, None)
+
+
+def sealed_row(
+    keys: crypto.Keys,
+    event_id: UUID,
+    event_type: str,
+    subject_id: UUID | None,
+    data: bytes,
+    audience: list[UUID],
+) -> tuple:
+    """An event that carries personal data: sealed at rest, sent only to `audience` (subscription ids)."""
+    sealed = crypto.seal(keys.derive(SEALING_KEY), data, event_id.bytes)
+    return (event_id, event_type, None, subject_id, sealed, True, audience)
+
+
+def opened(keys: crypto.Keys, event_id: UUID, data: bytes, sealed: bool) -> bytes:
+    return crypto.unseal(keys.derive(SEALING_KEY), data, event_id.bytes) if sealed else data
 
 
 async def append(conn: asyncpg.Connection, rows: Sequence[tuple]) -> None:

@@ -179,15 +179,6 @@ class SubscriptionAudit(msgspec.Struct, frozen=True, omit_defaults=True):
     seq: int | None = None
 
 
-async def _checked_url(url: str, settings: Settings) -> None:
-    try:
-        await ssrf.resolve(
-            ssrf.parse(url, https_only=settings.production), settings.webhook_allow_private_networks
-        )
-    except ssrf.UnsafeUrl as exc:
-        raise InvalidInput(f"url: {exc}", errors=[FieldError("url", str(exc))]) from None
-
-
 def _checked_events(names: list[str], purposes: list[str] | None, rules: RecordRules) -> None:
     errors = [
         FieldError(
@@ -241,7 +232,7 @@ class SubscriptionController(Controller):
     ) -> SubscriptionCreated:
         purposes = data.filter.purposes if data.filter else None
         _checked_events(data.events, purposes, rules)
-        await _checked_url(data.url, settings)
+        await ssrf.checked_url(data.url, settings)
         async with pool.acquire() as conn, conn.transaction():
             subscription_id, secret = await subscriptions.create(conn, keys, data)
             host = urlsplit(data.url).hostname
@@ -296,7 +287,7 @@ class SubscriptionController(Controller):
         purposes = data.filter.purposes if isinstance(data.filter, SubscriptionFilter) else None
         _checked_events(events or [], purposes, rules)
         if data.url is not msgspec.UNSET:
-            await _checked_url(data.url, settings)
+            await ssrf.checked_url(data.url, settings)
         async with pool.acquire() as conn, conn.transaction():
             if not await subscriptions.update(conn, subscription_id, data):
                 raise NotFound("No such subscription.")

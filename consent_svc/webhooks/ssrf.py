@@ -13,6 +13,9 @@ from urllib.parse import SplitResult, urlsplit
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
+from consent_svc.errors import FieldError, InvalidInput
+from consent_svc.settings import Settings
+
 # Cloud metadata services: never a webhook receiver, refused even where private networks are allowed.
 METADATA = frozenset(
     ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "100.100.100.200", "fd00:ec2::254")
@@ -105,3 +108,11 @@ class CheckedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._resolver.close()
+
+
+async def checked_url(url: str, settings: Settings) -> None:
+    """A subscriber's URL checked at registration: 422 naming what is wrong with it."""
+    try:
+        await resolve(parse(url, https_only=settings.production), settings.webhook_allow_private_networks)
+    except UnsafeUrl as exc:
+        raise InvalidInput(f"url: {exc}", errors=[FieldError("url", str(exc))]) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import NamedTuple
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import asyncpg
@@ -185,6 +186,33 @@ async def rotate(
 ) -> tuple[str, datetime | None]:
     retiring = [row[0] for row in await conn.fetch(RETIRE_SECRETS, subscription_id, grace_hours)]
     return await _add_secret(conn, keys, subscription_id), max(retiring, default=None)
+
+
+SELECT_DELIVERIES_ABOUT = """
+SELECT o.event_id, o.type, o.created_at, w.url, d.status, d.attempts, d.delivered_at, d.last_attempt_at
+FROM outbox o
+JOIN webhook_deliveries d ON (d.txid, d.event_id) = (o.txid, o.event_id)
+JOIN webhook_subscriptions w ON w.id = d.subscription_id
+WHERE o.subject_id = $1
+ORDER BY o.created_at, o.event_id, w.id
+"""
+
+
+async def deliveries_about(conn: asyncpg.Connection, subject_id: UUID) -> list[dict]:
+    """Deliveries of events that named a subject (within the retention period): for its access request."""
+    return [
+        {
+            "event_id": row["event_id"],
+            "event": row["type"],
+            "created_at": row["created_at"],
+            "recipient": urlsplit(row["url"]).hostname,
+            "status": row["status"],
+            "attempts": row["attempts"],
+            "delivered_at": row["delivered_at"],
+            "last_attempt_at": row["last_attempt_at"],
+        }
+        for row in await conn.fetch(SELECT_DELIVERIES_ABOUT, subject_id)
+    ]
 
 
 async def targets(conn: asyncpg.Connection, keys: crypto.Keys) -> dict[UUID, Target]:

@@ -132,11 +132,19 @@ EVENT_TYPES = (
     "request.received",
     "request.verification_requested",
     "request.verified",
-    "request.deletion_requested",
+    "request.extended",
     "request.due_soon",
     "request.overdue",
     "request.completed",
     "request.rejected",
+    # To the downstream systems that handle the type only (sealed, with the identifiers they act on).
+    "request.deletion_requested",
+    "request.access_requested",
+    "request.correction_requested",
+    "request.portability_requested",
+    "request.opt_out_of_sale_requested",
+    "request.limit_sensitive_requested",
+    "request.appeal_requested",
 )
 EVENT_FAMILIES = frozenset(name.split(".")[0] + ".*" for name in EVENT_TYPES)
 

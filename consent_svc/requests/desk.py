@@ -1,0 +1,455 @@
+"""The request desk: intake, the lifecycle's transitions, erasure and fan-out to downstream systems.
+
+Each method runs on a connection inside the caller's transaction, so a transition, its history row, its audit
+entry and its outbound event commit together or not at all.
+
+    received -> verifying -> verified -> in_progress -> completed | rejected      (`extended` is a flag)
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from consent_svc import crypto, ids
+from consent_svc.audit import store as audit_store
+from consent_svc.consents import store as consent_store
+from consent_svc.consents.ledger import RecordRules, hash_identifiers, prepare_batch
+from consent_svc.consents.types import ConsentBatch, ConsentRecordIn, Source, SubjectIdentifiers
+from consent_svc.consents.types import Identifier as IdentifierIn
+from consent_svc.errors import Conflict, FieldError, InvalidInput, NotFound
+from consent_svc.policies.load import canonical_region
+from consent_svc.policies.types import Policies
+from consent_svc.requests import deadlines
+from consent_svc.requests import store as request_store
+from consent_svc.requests import systems as system_store
+from consent_svc.requests.types import PublicRequestIn, RequestIn
+from consent_svc.settings import Settings
+from consent_svc.webhooks import events
+
+OPEN = ("received", "verifying", "verified", "in_progress")
+CLOSED = ("completed", "rejected")
+# What an opt-out request switches off, as denied records: CCPA 1798.120 (one opt-out covers sale and sharing)
+# and 1798.121 (limit the use of sensitive personal information).
+OPT_OUT_PURPOSES = {"opt_out_of_sale": ("sale", "share"), "limit_sensitive": ("sensitive_data",)}
+OPT_OUT_SOURCE = Source(system="consent-svc", touchpoint="privacy_request", method="opt_out_request")
+
+
+class RequestEvent(msgspec.Struct, frozen=True):
+    """The body of a `request.*` event: no personal data (the subject by its pseudonymous id only)."""
+
+    request_id: UUID
+    type: str
+    status: str
+    region: str
+    due_at: date
+    subject_id: UUID | None = None
+
+
+class ActionRequested(msgspec.Struct, frozen=True):
+    """`request.<type>_requested`, sealed, sent only to the systems that handle the type: the identifiers they
+    need to find the person in their own data."""
+
+    request_id: UUID
+    type: str
+    region: str
+    due_at: date
+    identifiers: list[dict[str, str]]
+    confirm_url: str
+
+
+class Transition(msgspec.Struct, frozen=True):
+    """A transition's audit payload: the free-text reason stays in the request's own history (erasable)."""
+
+    action: str
+    from_status: str | None
+    request_id: UUID
+    to_status: str
+    type: str
+
+
+def _today(now: datetime) -> date:
+    return now.astimezone(UTC).date()
+
+
+class Desk:
+    def __init__(self, policies: Policies, rules: RecordRules, keys: crypto.Keys, settings: Settings) -> None:
+        self.policies, self.rules, self.keys, self.settings = policies, rules, keys, settings
+
+    # -- intake ---------------------------------------------------------------------------------------------
+
+    async def intake(
+        self,
+        conn: asyncpg.Connection,
+        data: RequestIn | PublicRequestIn,
+        actor: str,
+        channel: str,
+        now: datetime,
+    ) -> tuple[UUID, bool]:
+        """Record a request; (its id, whether it is new). A resubmission within the window answers the open
+        request it repeats."""
+        region = canonical_region(data.region)
+        errors = [] if region is not None else [FieldError("region", "not an ISO 3166-1 or 3166-2 code")]
+        received_at = getattr(data, "received_at", None) or now
+        if received_at > now + self.rules.clock_skew:
+            errors.append(FieldError("received_at", "is in the future"))
+        hashed, bad = hash_identifiers(
+            data.subject.identifiers, self.rules.lookup_hash, "subject.identifiers"
+        )
+        errors += bad
+        if (data.type == "appeal") != (data.appeals is not None):
+            field = "appeals" if data.type == "appeal" else "type"
+            errors.append(
+                FieldError(field, "an `appeal` names the request it appeals in `appeals`, and only it")
+            )
+        if errors:
+            raise InvalidInput(f"{errors[0].field}: {errors[0].message}", errors=errors)
+        assert region is not None
+        if data.appeals is not None:
+            appealed = await request_store.get(conn, data.appeals, _today(now))
+            if appealed is None:
+                raise InvalidInput(
+                    "appeals: no such request", errors=[FieldError("appeals", "no such request")]
+                )
+            if appealed.request.status not in CLOSED:
+                raise Conflict("The appealed request is still open: an appeal is against its outcome.")
+
+        hashes = sorted({h for (_, _, h) in hashed})
+        repeated = await request_store.recent_same(
+            conn, hashes, data.type, self.settings.request_duplicate_window_seconds
+        )
+        if repeated is not None:
+            return repeated, False
+
+        received = _today(received_at)
+        regime, rules = self.policies.dsar_on(region, received)
+        plan = deadlines.schedule(rules, data.type, region, received, None)
+        subjects = set((await consent_store.subjects_by_hash(conn, hashes)).values())
+        request_id = ids.uuid7s(1)[0]
+        data_key = crypto.new_data_key()
+        identifiers = msgspec.json.encode([(kind, value) for (kind, value, _) in hashed])
+        details = msgspec.json.encode(data.details) if data.details is not None else None
+        opt_out = data.type in deadlines.OPT_OUT_TYPES
+        status = "received" if actor != "public" or opt_out else "verifying"
+        await request_store.insert(
+            conn,
+            (
+                request_id,
+                data.type,
+                status,
+                region,
+                regime.id,
+                self.policies.version,
+                channel,
+                hashes,
+                subjects.pop() if len(subjects) == 1 else None,
+                self.keys.wrap(data_key, request_id.bytes),
+                self.keys.master_key_id,
+                crypto.seal(data_key, identifiers, request_store.identifiers_aad(request_id)),
+                crypto.seal(data_key, details, request_store.details_aad(request_id)) if details else None,
+                data.appeals,
+                received_at,
+                plan.clock_start,
+                plan.due,
+                plan.acknowledge_by,
+                actor,
+            ),
+        )
+        await self._record(conn, request_id, "received", None, status, actor, None, now)
+        if opt_out:
+            # The law does not let a business demand verification of an opt-out (CCPA regs 7026(d), OR
+            # 646A.576(5)(e)): it takes effect at once, as refusals in the ledger.
+            await self._opt_out(
+                conn, request_id, data.type, region, data.subject.identifiers, received_at, now
+            )
+            await self._notify_systems(conn, request_id, now)
+            await self._move(conn, request_id, "complete", "completed", "system", "opt-out recorded", now)
+        return request_id, True
+
+    async def _opt_out(
+        self,
+        conn: asyncpg.Connection,
+        request_id: UUID,
+        request_type: str,
+        region: str,
+        identifiers: list[IdentifierIn],
+        received_at: datetime,
+        now: datetime,
+    ) -> None:
+        batch = ConsentBatch(
+            records=[
+                ConsentRecordIn(
+                    subject=SubjectIdentifiers(identifiers=identifiers),
+                    purpose=purpose,
+                    status="denied",
+                    collected_at=received_at,
+                    region=region,
+                    source=OPT_OUT_SOURCE,
+                    proof={"request_id": str(request_id)},
+                )
+                for purpose in OPT_OUT_PURPOSES[request_type]
+                if purpose in self.rules.purposes
+            ]
+        )
+        try:
+            async with conn.transaction():  # a savepoint: an erased person has nothing left to opt out of
+                await consent_store.insert_records(
+                    conn, self.keys, prepare_batch(batch, self.rules, now), "system"
+                )
+        except consent_store.SubjectErased:
+            pass
+
+    # -- transitions ----------------------------------------------------------------------------------------
+
+    async def verify(
+        self,
+        conn: asyncpg.Connection,
+        request_id: UUID,
+        actor: str,
+        reason: str,
+        verified_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        row = await self._open(conn, request_id, now, ("received", "verifying"), "verify")
+        request = row.request
+        verified_at = verified_at or now
+        if verified_at > now + self.rules.clock_skew or verified_at < request.received_at:
+            raise InvalidInput(
+                "verified_at: must lie between the request's receipt and now",
+                errors=[FieldError("verified_at", "must lie between the request's receipt and now")],
+            )
+        # UK GDPR Art 12A: the clock starts when the identity information arrives, if after receipt.
+        plan, rules = self._plan(request, _today(verified_at))
+        due = (
+            deadlines.extended_due(plan, request.region, rules.weekend_rollover)
+            if request.extended
+            else plan.due
+        )
+        subjects = await self.subjects(conn, row)
+        await request_store.set_verified(
+            conn, request_id, verified_at, plan.clock_start, due, subjects[0] if len(subjects) == 1 else None
+        )
+        await self._record(conn, request_id, "verify", request.status, "verified", actor, reason, now)
+        await self._proceed(conn, request_id, now)
+
+    async def _proceed(self, conn: asyncpg.Connection, request_id: UUID, now: datetime) -> None:
+        """What follows verification: downstream systems are told; a deletion is carried out here at once."""
+        notified = await self._notify_systems(conn, request_id, now)
+        row = await request_store.get(conn, request_id, _today(now))
+        assert row is not None
+        if row.request.type != "deletion":
+            return
+        await self._erase(conn, row, now)
+        await self._move(conn, request_id, "start", "in_progress", "system", "erased in this service", now)
+        if not notified:
+            await self._move(
+                conn, request_id, "complete", "completed", "system", "no downstream system to wait for", now
+            )
+
+    async def _erase(self, conn: asyncpg.Connection, row: request_store.Row, now: datetime) -> None:
+        """Crypto-shredding: the subjects' data keys, their look-up rows, and the identifiers every request about
+        them holds; keyed hashes stay as suppression entries."""
+        subjects = await self.subjects(conn, row)
+        erased = await consent_store.erase(conn, subjects, row.lookup_hashes, row.request.id)
+        for related in await request_store.related(conn, row.lookup_hashes, subjects, _today(now)):
+            await request_store.destroy_key(conn, related.id)
+        entries, rows = [], []
+        for subject_id in erased:
+            body = {"request_id": str(row.request.id), "subject_id": str(subject_id)}
+            entries.append(audit_store.entry("subject.erased", "system", body, subject_id=subject_id))
+            rows.append(
+                events.row(ids.uuid7s(1)[0], "subject.erased", None, subject_id, msgspec.json.encode(body))
+            )
+        if entries:
+            await audit_store.append(conn, entries)
+            await events.append(conn, rows)
+
+    async def extend(
+        self, conn: asyncpg.Connection, request_id: UUID, actor: str, reason: str, now: datetime
+    ) -> None:
+        row = await self._open(conn, request_id, now, OPEN, "extend")
+        request = row.request
+        if request.extended:
+            raise Conflict("This request was extended already; the law allows one extension.")
+        identity = _today(request.verified_at) if request.verified_at else None
+        plan, rules = self._plan(request, identity)
+        if plan.extension is None:
+            raise Conflict(
+                f"The law of {request.region} ({request.regime}) allows no extension.", title="No extension"
+            )
+        if _today(now) > request.due_at:
+            # GDPR 12(3), CCPA regs 7021(b): the person is told of the extension within the first period.
+            raise Conflict(
+                "The first period is over: an extension must be given within it.", title="Too late"
+            )
+        await request_store.set_extended(
+            conn, request_id, deadlines.extended_due(plan, request.region, rules.weekend_rollover)
+        )
+        await self._record(conn, request_id, "extend", request.status, request.status, actor, reason, now)
+
+    async def reject(
+        self, conn: asyncpg.Connection, request_id: UUID, actor: str, reason: str, now: datetime
+    ) -> None:
+        row = await self._open(conn, request_id, now, OPEN, "reject")
+        await self._move(conn, request_id, "reject", "rejected", actor, reason, now, row.request.status)
+
+    async def complete(
+        self, conn: asyncpg.Connection, request_id: UUID, actor: str, reason: str | None, now: datetime
+    ) -> None:
+        row = await self._open(conn, request_id, now, ("verified", "in_progress"), "complete")
+        waiting = await request_store.unconfirmed(conn, request_id)
+        if waiting:
+            raise Conflict(f"{waiting} downstream system(s) have not confirmed yet.", title="Systems pending")
+        await self._move(conn, request_id, "complete", "completed", actor, reason, now, row.request.status)
+
+    async def confirm(
+        self, conn: asyncpg.Connection, request_id: UUID, system_id: UUID, actor: str, now: datetime
+    ) -> None:
+        row = await request_store.get(conn, request_id, _today(now), lock=True)
+        if row is None or await request_store.confirm_system(conn, request_id, system_id) is None:
+            raise NotFound("No such request for this system.")
+        await self._record(
+            conn, request_id, "system_confirmed", row.request.status, row.request.status, actor, None, now
+        )
+        if row.request.status == "in_progress" and not await request_store.unconfirmed(conn, request_id):
+            await self._move(
+                conn, request_id, "complete", "completed", "system", "every system confirmed", now
+            )
+
+    async def announce_deadlines(self, conn: asyncpg.Connection, now: datetime) -> int:
+        """`request.due_soon` within the lead time, `request.overdue` the day after the due date: each once."""
+        today = _today(now)
+        lead = today + timedelta(days=self.settings.request_due_soon_days)
+        rows = [("request.overdue", r) for r in await request_store.newly_overdue(conn, today)]
+        rows += [("request.due_soon", r) for r in await request_store.due_soon(conn, lead, today)]
+        outbox, entries = [], []
+        for event_type, r in rows:
+            body = RequestEvent(r["request_id"], r["type"], r["status"], r["region"], r["due_at"])
+            outbox.append(events.row(ids.uuid7s(1)[0], event_type, None, None, msgspec.json.encode(body)))
+            entries.append(audit_store.entry(event_type, "system", body))
+        if rows:
+            await events.append(conn, outbox)
+            await audit_store.append(conn, entries)
+        return len(rows)
+
+    # -- helpers --------------------------------------------------------------------------------------------
+
+    def _plan(self, request, identity: date | None) -> tuple[deadlines.Schedule, object]:
+        received = _today(request.received_at)
+        _, rules = self.policies.dsar_on(request.region, received)
+        return deadlines.schedule(rules, request.type, request.region, received, identity), rules
+
+    async def _open(
+        self, conn: asyncpg.Connection, request_id: UUID, now: datetime, allowed: tuple[str, ...], action: str
+    ) -> request_store.Row:
+        row = await request_store.get(conn, request_id, _today(now), lock=True)
+        if row is None:
+            raise NotFound("No such request.")
+        if row.request.status not in allowed:
+            raise Conflict(
+                f"A request that is `{row.request.status}` cannot be {action.rstrip('e')}ed "
+                f"(only one that is {' or '.join(f'`{s}`' for s in allowed)}).",
+                title="Illegal transition",
+            )
+        return row
+
+    async def subjects(self, conn: asyncpg.Connection, row: request_store.Row) -> list[UUID]:
+        found = set((await consent_store.subjects_by_hash(conn, row.lookup_hashes)).values())
+        if row.request.subject_id is not None:
+            found.add(row.request.subject_id)
+        return sorted(found)
+
+    async def _notify_systems(self, conn: asyncpg.Connection, request_id: UUID, now: datetime) -> bool:
+        row = await request_store.get(conn, request_id, _today(now))
+        assert row is not None
+        targets = await system_store.handling(conn, row.request.type)
+        if not targets:
+            return False
+        await request_store.notify_systems(conn, request_id, [t.system_id for t in targets])
+        body = ActionRequested(
+            request_id=request_id,
+            type=row.request.type,
+            region=row.request.region,
+            due_at=row.request.due_at,
+            identifiers=[{"type": k, "value": v} for k, v in request_store.open_identifiers(self.keys, row)],
+            confirm_url=f"/v1/requests/{request_id}/systems/{{system_id}}/confirm",
+        )
+        event = events.sealed_row(
+            self.keys,
+            ids.uuid7s(1)[0],
+            f"request.{row.request.type}_requested",
+            None,
+            msgspec.json.encode(body),
+            [t.subscription_id for t in targets],
+        )
+        await events.append(conn, [event])
+        names = ", ".join(t.name for t in targets)
+        await self._record(
+            conn, request_id, "systems_notified", row.request.status, row.request.status, "system", names, now
+        )
+        return True
+
+    async def _move(
+        self,
+        conn: asyncpg.Connection,
+        request_id: UUID,
+        action: str,
+        to_status: str,
+        actor: str,
+        reason: str | None,
+        now: datetime,
+        from_status: str | None = None,
+    ) -> None:
+        if from_status is None:
+            row = await request_store.get(conn, request_id, _today(now))
+            assert row is not None
+            from_status = row.request.status
+        await request_store.set_status(conn, request_id, to_status)
+        await self._record(conn, request_id, action, from_status, to_status, actor, reason, now)
+
+    async def _record(
+        self,
+        conn: asyncpg.Connection,
+        request_id: UUID,
+        action: str,
+        from_status: str | None,
+        to_status: str,
+        actor: str,
+        reason: str | None,
+        now: datetime,
+    ) -> None:
+        """History row, audit entry, and an outbound event for the transitions subscribers follow."""
+        await request_store.add_history(conn, request_id, action, from_status, to_status, actor, reason)
+        row = await request_store.get(conn, request_id, _today(now))
+        assert row is not None
+        request = row.request
+        payload = Transition(action, from_status, request_id, to_status, request.type)
+        await audit_store.append(
+            conn,
+            [
+                audit_store.entry(
+                    f"request.{action}", actor, payload, subject_id=request.subject_id, outcome=to_status
+                )
+            ],
+        )
+        event_type = EVENT_OF.get(action)
+        if event_type is not None:
+            body = RequestEvent(
+                request_id, request.type, to_status, request.region, request.due_at, request.subject_id
+            )
+            await events.append(
+                conn, [events.row(ids.uuid7s(1)[0], event_type, None, None, msgspec.json.encode(body))]
+            )
+
+
+# Transitions announced to subscribers (webhooks/types.py EVENT_TYPES).
+EVENT_OF = {
+    "received": "request.received",
+    "verify": "request.verified",
+    "complete": "request.completed",
+    "reject": "request.rejected",
+    "extend": "request.extended",
+}
