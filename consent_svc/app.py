@@ -31,7 +31,9 @@ from consent_svc.health import HealthController
 from consent_svc.policies import store as policy_store
 from consent_svc.policies.load import load_policies
 from consent_svc.policies.routes import PolicyController
+from consent_svc.requests import verification
 from consent_svc.requests.desk import Desk
+from consent_svc.requests.public import PublicRequestController
 from consent_svc.requests.routes import RequestController, SystemController
 from consent_svc.settings import Settings
 from consent_svc.webhooks import events
@@ -57,6 +59,7 @@ async def _housekeeping(pool: asyncpg.Pool, settings: Settings, desk: Desk) -> N
                 await idempotency.delete_expired(conn, settings.idempotency_ttl_hours)
                 await events.delete_expired(conn, settings.webhook_retention_days)
                 await conn.execute("SELECT ensure_audit_partitions($1)", PARTITION_MONTHS_AHEAD)
+                await verification.delete_old_windows(conn, datetime.now(UTC))
                 async with conn.transaction():
                     await desk.announce_deadlines(conn, datetime.now(UTC))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -146,7 +149,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         security=[{"BearerAuth": []}],
     )
     return Litestar(
-        route_handlers=[v1, HealthController],
+        route_handlers=[v1, HealthController, PublicRequestController],
         lifespan=[database],
         dependencies={
             "pool": Provide(provide_pool, sync_to_thread=False),

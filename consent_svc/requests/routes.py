@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 from uuid import UUID
 
 import asyncpg
-from litestar import Controller, Request, Response, get, post
+import msgspec
+from litestar import Controller, HttpMethod, Request, Response, get, post, route
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from consent_svc import crypto
+from consent_svc import crypto, ids
 from consent_svc.audit import store as audit_store
 from consent_svc.bodies import json_body
 from consent_svc.errors import Conflict, Forbidden, Gone, NotFound, ProblemError, problem_responses
-from consent_svc.requests import documents, systems
+from consent_svc.requests import documents, systems, verification
 from consent_svc.requests import store as request_store
 from consent_svc.requests.desk import Desk
 from consent_svc.requests.documents import SubjectExport
 from consent_svc.requests.types import (
     CompleteIn,
+    ExportLink,
     ReasonIn,
     RequestIn,
     RequestPage,
@@ -35,7 +37,7 @@ from consent_svc.requests.types import (
     Request as RequestView,
 )
 from consent_svc.settings import Settings
-from consent_svc.webhooks import ssrf
+from consent_svc.webhooks import events, ssrf
 from consent_svc.webhooks.delivery import Outbound
 
 RequestPath = FromPath[UUID]
@@ -44,6 +46,22 @@ EXPORTABLE = ("access", "portability")
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+async def _exportable(conn: asyncpg.Connection, request_id: UUID) -> request_store.Row:
+    row = await request_store.get(conn, request_id, _now().date())
+    if row is None:
+        raise NotFound("No such request.")
+    if row.request.type not in EXPORTABLE:
+        raise Conflict("Only access and portability requests have an export.", title="No export")
+    if row.request.status not in ("verified", "in_progress", "completed"):
+        raise Conflict(
+            f"The request is `{row.request.status}`: an export needs a verified requester.",
+            title="Not verified",
+        )
+    if row.wrapped_key is None:
+        raise Gone("The subject's data was erased: there is nothing left to export.", title="Erased")
+    return row
 
 
 async def _view(pool: asyncpg.Pool, request_id: UUID) -> RequestView:
@@ -110,6 +128,11 @@ class RequestController(Controller):
             found = await request_store.page(conn, _now().date(), status, overdue, due_before, after, limit)
         last = found[-1] if len(found) == limit else None
         return RequestPage(requests=found, next_cursor=f"{last.due_at}_{last.id}" if last else None)
+
+    @route("/", http_method=[HttpMethod.OPTIONS], include_in_schema=False)
+    async def allowed_methods(self) -> Response[None]:
+        # As on /v1/sources: the OPTIONS answer of a path with several handlers lists only the first one's.
+        return Response(None, status_code=204, headers={"Allow": "GET, OPTIONS, POST"})
 
     @get(
         "/{request_id:uuid}",
@@ -219,19 +242,44 @@ class RequestController(Controller):
         desk: NamedDependency[Desk],
     ) -> SubjectExport:
         async with pool.acquire() as conn:
-            row = await request_store.get(conn, request_id, _now().date())
-            if row is None:
-                raise NotFound("No such request.")
-            if row.request.type not in EXPORTABLE:
-                raise Conflict("Only access and portability requests have an export.", title="No export")
-            if row.request.status not in ("verified", "in_progress", "completed"):
-                raise Conflict(
-                    f"The request is `{row.request.status}`: an export needs a verified requester.",
-                    title="Not verified",
-                )
-            if row.wrapped_key is None:
-                raise Gone("The subject's data was erased: there is nothing left to export.", title="Erased")
+            row = await _exportable(conn, request_id)
             return await documents.export(conn, keys, row, await desk.subjects(conn, row))
+
+    @post(
+        "/{request_id:uuid}/export-link",
+        status_code=201,
+        summary="A one-time, expiring download link of the export for the customer",
+        description=(
+            "Also announced as `request.export_ready` (sealed at rest, with the identifiers to send it to) for the "
+            "business's messaging. The link works once, until `expires_at`."
+        ),
+        responses=problem_responses(404, 409, 410),
+    )
+    async def export_link(
+        self,
+        request_id: RequestPath,
+        pool: NamedDependency[asyncpg.Pool],
+        keys: NamedDependency[crypto.Keys],
+        settings: NamedDependency[Settings],
+    ) -> ExportLink:
+        expires_at = _now() + timedelta(minutes=settings.public_code_minutes)
+        async with pool.acquire() as conn, conn.transaction():
+            row = await _exportable(conn, request_id)
+            token = await verification.issue_link(conn, keys, request_id, expires_at)
+            link = ExportLink(url=f"/public/exports/{token}", expires_at=expires_at)
+            body = {
+                "request_id": str(request_id),
+                "url": link.url,
+                "expires_at": expires_at.isoformat(),
+                "identifiers": [
+                    {"type": k, "value": v} for k, v in request_store.open_identifiers(keys, row)
+                ],
+            }
+            event = events.sealed_row(
+                keys, ids.uuid7s(1)[0], "request.export_ready", None, msgspec.json.encode(body), None
+            )
+            await events.append(conn, [event])
+        return link
 
     @get(
         "/{request_id:uuid}/receipt",
@@ -320,7 +368,11 @@ class SystemController(Controller):
         outbound.subscriptions_changed()
         return made
 
-    @get("/", summary="Downstream systems (never their secrets or keys)")
+    @get("/", summary="Downstream systems (never their secrets or keys)", responses=problem_responses())
     async def list_systems(self, pool: NamedDependency[asyncpg.Pool]) -> list[System]:
         async with pool.acquire() as conn:
             return await systems.listed(conn)
+
+    @route("/", http_method=[HttpMethod.OPTIONS], include_in_schema=False)
+    async def allowed_methods(self) -> Response[None]:
+        return Response(None, status_code=204, headers={"Allow": "GET, OPTIONS, POST"})

@@ -117,6 +117,20 @@ class PublicRequestAccepted(msgspec.Struct, frozen=True):
     next_step: str
 
 
+class PublicRequestStatus(msgspec.Struct, frozen=True):
+    id: UUID
+    type: RequestType
+    status: Status
+    received_at: datetime
+    due_at: date
+
+
+class ExportLink(msgspec.Struct, frozen=True):
+    url: str
+    """Relative to the service: one download, then gone."""
+    expires_at: datetime
+
+
 class SystemIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: SystemName
     url: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]

@@ -64,9 +64,10 @@ def sealed_row(
     event_type: str,
     subject_id: UUID | None,
     data: bytes,
-    audience: list[UUID],
+    audience: list[UUID] | None,
 ) -> tuple:
-    """An event that carries personal data: sealed at rest, sent only to `audience` (subscription ids)."""
+    """An event that carries personal data: sealed at rest, sent only to `audience` (subscription ids; None: every
+    subscription that asked for the type)."""
     sealed = crypto.seal(keys.derive(SEALING_KEY), data, event_id.bytes)
     return (event_id, event_type, None, subject_id, sealed, True, audience)
 

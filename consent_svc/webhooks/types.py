@@ -132,6 +132,7 @@ EVENT_TYPES = (
     "request.received",
     "request.verification_requested",
     "request.verified",
+    "request.export_ready",
     "request.extended",
     "request.due_soon",
     "request.overdue",
