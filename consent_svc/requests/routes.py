@@ -64,9 +64,9 @@ async def _exportable(conn: asyncpg.Connection, request_id: UUID) -> request_sto
     return row
 
 
-async def _view(pool: asyncpg.Pool, request_id: UUID) -> RequestView:
+async def _view(pool: asyncpg.Pool, keys: crypto.Keys, request_id: UUID) -> RequestView:
     async with pool.acquire() as conn:
-        found = await request_store.detailed(conn, request_id, _now().date())
+        found = await request_store.detailed(conn, keys, request_id, _now().date())
     if found is None:
         raise NotFound("No such request.")
     return found
@@ -101,7 +101,7 @@ class RequestController(Controller):
             request_id, created = await desk.intake(
                 conn, data, request.state.api_key_id, data.channel, _now()
             )
-        return Response(await _view(pool, request_id), status_code=201 if created else 200)
+        return Response(await _view(pool, desk.keys, request_id), status_code=201 if created else 200)
 
     @get(
         "/",
@@ -139,8 +139,10 @@ class RequestController(Controller):
         summary="One request, with its history and systems",
         responses=problem_responses(404),
     )
-    async def get_request(self, request_id: RequestPath, pool: NamedDependency[asyncpg.Pool]) -> RequestView:
-        return await _view(pool, request_id)
+    async def get_request(
+        self, request_id: RequestPath, pool: NamedDependency[asyncpg.Pool], keys: NamedDependency[crypto.Keys]
+    ) -> RequestView:
+        return await _view(pool, keys, request_id)
 
     @post(
         "/{request_id:uuid}/verify",
@@ -162,7 +164,7 @@ class RequestController(Controller):
             await desk.verify(
                 conn, request_id, request.state.api_key_id, data.reason, data.verified_at, _now()
             )
-        return await _view(pool, request_id)
+        return await _view(pool, desk.keys, request_id)
 
     @post(
         "/{request_id:uuid}/extend",
@@ -182,7 +184,7 @@ class RequestController(Controller):
     ) -> RequestView:
         async with pool.acquire() as conn, conn.transaction():
             await desk.extend(conn, request_id, request.state.api_key_id, data.reason, _now())
-        return await _view(pool, request_id)
+        return await _view(pool, desk.keys, request_id)
 
     @post(
         "/{request_id:uuid}/reject",
@@ -202,7 +204,7 @@ class RequestController(Controller):
     ) -> RequestView:
         async with pool.acquire() as conn, conn.transaction():
             await desk.reject(conn, request_id, request.state.api_key_id, data.reason, _now())
-        return await _view(pool, request_id)
+        return await _view(pool, desk.keys, request_id)
 
     @post(
         "/{request_id:uuid}/complete",
@@ -222,7 +224,7 @@ class RequestController(Controller):
     ) -> RequestView:
         async with pool.acquire() as conn, conn.transaction():
             await desk.complete(conn, request_id, request.state.api_key_id, data.reason, _now())
-        return await _view(pool, request_id)
+        return await _view(pool, desk.keys, request_id)
 
     @get(
         "/{request_id:uuid}/export",
@@ -326,7 +328,7 @@ class RequestController(Controller):
             if await systems.by_key(conn, request.state.api_key_id) != system_id:
                 raise Forbidden("Only the system itself confirms, with its own key.", title="Not this system")
             await desk.confirm(conn, request_id, system_id, request.state.api_key_id, _now())
-        return await _view(pool, request_id)
+        return await _view(pool, desk.keys, request_id)
 
 
 class SystemController(Controller):

@@ -20,7 +20,7 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $
 """
 REQUEST_COLUMNS = """
 request_id, type, status, region, regime, policy_version, channel, received_at, due_at, acknowledge_by, extended,
-verified_at, closed_at, appeals, subject_id, lookup_hashes, clock_start, wrapped_key, identifiers_enc
+verified_at, closed_at, appeals, subject_id, lookup_hashes, clock_start, wrapped_key, identifiers_enc, details_enc
 """
 SELECT_REQUEST = f"SELECT {REQUEST_COLUMNS} FROM requests WHERE request_id = $1"
 SELECT_REQUEST_FOR_UPDATE = f"SELECT {REQUEST_COLUMNS} FROM requests WHERE request_id = $1 FOR UPDATE"
@@ -115,6 +115,7 @@ class Row(msgspec.Struct, frozen=True):
     clock_start: date
     wrapped_key: bytes | None
     identifiers_enc: bytes | None
+    details_enc: bytes | None
 
 
 def _row(row: asyncpg.Record, today: date) -> Row:
@@ -138,7 +139,12 @@ def _row(row: asyncpg.Record, today: date) -> Row:
         subject_id=row["subject_id"],
     )
     return Row(
-        request, list(row["lookup_hashes"]), row["clock_start"], row["wrapped_key"], row["identifiers_enc"]
+        request,
+        list(row["lookup_hashes"]),
+        row["clock_start"],
+        row["wrapped_key"],
+        row["identifiers_enc"],
+        row["details_enc"],
     )
 
 
@@ -151,13 +157,22 @@ async def get(conn: asyncpg.Connection, request_id: UUID, today: date, lock: boo
     return _row(row, today) if row is not None else None
 
 
-async def detailed(conn: asyncpg.Connection, request_id: UUID, today: date) -> Request | None:
-    """A request with its history and the systems it went to."""
+async def detailed(
+    conn: asyncpg.Connection, keys: crypto.Keys, request_id: UUID, today: date
+) -> Request | None:
+    """A request with what the person asked (`details`, while not erased), its history and systems."""
     found = await get(conn, request_id, today)
     if found is None:
         return None
+    details = None
+    if found.wrapped_key is not None and found.details_enc is not None:
+        data_key = keys.unwrap(found.wrapped_key, request_id.bytes)
+        details = msgspec.json.decode(crypto.unseal(data_key, found.details_enc, details_aad(request_id)))
     return msgspec.structs.replace(
-        found.request, history=await history(conn, request_id), systems=await systems_of(conn, request_id)
+        found.request,
+        details=details,
+        history=await history(conn, request_id),
+        systems=await systems_of(conn, request_id),
     )
 
 

@@ -97,6 +97,8 @@ class Request(msgspec.Struct, frozen=True):
     closed_at: datetime | None
     appeals: UUID | None
     subject_id: UUID | None
+    details: dict[str, Any] | None = None
+    """What the person asked, as they put it (gone once the subject is erased)."""
     history: list[HistoryEntry] = []
     systems: list[SystemProgress] = []
 

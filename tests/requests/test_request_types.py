@@ -39,6 +39,7 @@ async def test_a_verified_request_is_worked_and_completed(client, staff, admin, 
     made = await submit(client, staff, type=kind, details={"asked": "fix my surname"})
     verified = await act(client, staff, made["id"], "verify", reason="matched account")
     assert verified["status"] == "verified"
+    assert verified["details"] == {"asked": "fix my surname"}
     exported = await client.get(f"/v1/requests/{made['id']}/export", headers=staff)
     assert exported.status_code == (200 if kind != "correction" else 409)
     done = await act(client, staff, made["id"], "complete", reason="done")
