@@ -8,15 +8,22 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 from litestar import Litestar, Router
-from litestar.datastructures import State
+from litestar.config.csrf import CSRFConfig
+from litestar.datastructures import ResponseHeader, State
 from litestar.di import Provide
 from litestar.logging import LoggingConfig
+from litestar.middleware.base import DefineMiddleware
+from litestar.middleware.csrf import CSRFMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
 
 from consent_svc import crypto, db, errors, idempotency, telemetry
 from consent_svc.audit.integrator import Integrator
@@ -24,6 +31,7 @@ from consent_svc.audit.routes import AuditController
 from consent_svc.auth import KeyRing, RequireScope
 from consent_svc.consents.ledger import RecordRules
 from consent_svc.consents.routes import ConsentController
+from consent_svc.console.routes import ConsoleController, SignInRequired, sign_in_redirect
 from consent_svc.decisions.decider import Decider
 from consent_svc.decisions.engine import Rulebook
 from consent_svc.decisions.routes import DecisionController
@@ -31,6 +39,7 @@ from consent_svc.health import HealthController
 from consent_svc.policies import store as policy_store
 from consent_svc.policies.load import load_policies
 from consent_svc.policies.routes import PolicyController
+from consent_svc.privacy.routes import PrivacyCenterController
 from consent_svc.requests import verification
 from consent_svc.requests.desk import Desk
 from consent_svc.requests.public import PublicRequestController
@@ -43,6 +52,7 @@ from consent_svc.webhooks.routes import InboundController, SourceController, Sub
 log = logging.getLogger("consent_svc")
 
 
+TEMPLATES = Path(__file__).parent / "templates"
 HOUSEKEEPING_SECONDS = 600
 PARTITION_MONTHS_AHEAD = 2
 EXPORTS_AT_ONCE = 2  # per worker: an audit export holds a connection for its whole download
@@ -148,8 +158,47 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[RequireScope],
         security=[{"BearerAuth": []}],
     )
+    # The people's side: HTML pages with forms, CSRF-checked, with the headers a browser needs to be safe.
+    csrf = DefineMiddleware(
+        CSRFMiddleware,
+        config=CSRFConfig(
+            secret=keys.derive("csrf").hex(),
+            cookie_name="consent_csrf",
+            cookie_secure=settings.production,
+            cookie_httponly=True,
+            cookie_samesite="strict",
+        ),
+    )
+    html_headers = [
+        ResponseHeader(name=name, value=value)
+        for name, value in (
+            (
+                "Content-Security-Policy",
+                "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+            ),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),
+            ("X-Frame-Options", "DENY"),
+            ("Cache-Control", "no-store"),
+        )
+    ]
+    console = Router(
+        "/",
+        route_handlers=[ConsoleController],
+        middleware=[csrf],
+        response_headers=html_headers,
+        exception_handlers={SignInRequired: sign_in_redirect},
+    )
+    privacy = Router(
+        "/", route_handlers=[PrivacyCenterController], middleware=[csrf], response_headers=html_headers
+    )
+    static = create_static_files_router(
+        path="/static", directories=[TEMPLATES.parent / "static"], include_in_schema=False
+    )
     return Litestar(
-        route_handlers=[v1, HealthController, PublicRequestController],
+        route_handlers=[v1, HealthController, PublicRequestController, console, privacy, static],
+        template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
         lifespan=[database],
         dependencies={
             "pool": Provide(provide_pool, sync_to_thread=False),

@@ -7,6 +7,7 @@ import base64
 import binascii
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -231,6 +232,49 @@ def keys_create(name: str, scopes: tuple[str, ...]) -> None:
         )
     )
     click.echo(msgspec.json.encode(new).decode())
+
+
+@main.group()
+def users() -> None:
+    """People who sign in to the console."""
+
+
+@users.command("create")
+@click.option("--email", required=True, help="The person's e-mail address: what they sign in with")
+@click.option("--role", required=True, type=click.Choice(["legal", "privacy_ops", "admin"]))
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input")
+def users_create(email: str, role: str, password_stdin: bool) -> None:
+    """Create a console user. The password is read from stdin, asked for on a terminal, or else generated and
+    printed once."""
+    from consent_svc.consents.identity import IdentifierError
+    from consent_svc.console import users as console_users
+
+    generated = None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = generated = secrets.token_urlsafe(18)
+    if len(password) < 12:
+        fail("the password must be at least 12 characters")
+    runtime = Runtime()
+    try:
+        user_id = asyncio.run(
+            _audited(
+                runtime,
+                lambda made: ("console.user.created", {"user_id": str(made), "role": role}),
+                lambda conn: console_users.create_user(conn, runtime.keys, email, role, password),
+            )
+        )
+    except IdentifierError:
+        fail("--email is not an e-mail address")
+    if user_id is None:
+        fail("a user with this e-mail exists")
+    shown = {"id": str(user_id), "role": role}
+    if generated:
+        shown["password"] = generated  # shown once; stored only as an argon2id hash
+    click.echo(msgspec.json.encode(shown).decode())
 
 
 @keys.command("list")

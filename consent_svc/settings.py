@@ -57,6 +57,14 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Public submissions per client address per hour."""
     public_rate_per_identifier: Annotated[int, msgspec.Meta(ge=1)] = 5
     """Public submissions per identifier per hour."""
+    brand_name: Annotated[str, msgspec.Meta(max_length=100)] = "Example Company"
+    """The business, as the privacy center names it."""
+    brand_contact: Annotated[str, msgspec.Meta(max_length=200)] = "privacy@example.com"
+    """How customers reach the privacy team (shown on every privacy center page)."""
+    brand_notice_url: Annotated[str, msgspec.Meta(max_length=500)] = "https://example.com/privacy-notice"
+    """The privacy notice the privacy center links to."""
+    brand_color: Annotated[str, msgspec.Meta(pattern=r"^#[0-9a-fA-F]{6}$")] = "#1d4f91"
+    """The accent colour of both sites (links, buttons); keep it dark enough for white text (WCAG AA)."""
     policies_dir: str = DEFAULT_POLICIES_DIR
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16 * 1024 * 1024
     clock_skew_seconds: Annotated[int, msgspec.Meta(ge=0, le=3600)] = 300

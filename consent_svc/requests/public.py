@@ -76,8 +76,82 @@ async def _limit(
                 )
 
 
-def _address(request: Request) -> bytes:
+def client_address(request: Request) -> bytes:
     return b"address\0" + (request.client.host if request.client else "unknown").encode()
+
+
+async def submit(
+    pool: asyncpg.Pool,
+    keys: crypto.Keys,
+    desk: Desk,
+    settings: Settings,
+    data: PublicRequestIn,
+    address: bytes,
+) -> PublicRequestAccepted:
+    """A customer's request, from the API or the privacy center: the same answer whether or not the identifiers
+    are known."""
+    now = _now()
+    await _limit(pool, keys, [(address, settings.public_rate_per_address)], now)
+    hashed, errors = hash_identifiers(data.subject.identifiers, desk.rules.lookup_hash, "subject.identifiers")
+    if errors:
+        raise InvalidInput(f"{errors[0].field}: {errors[0].message}", errors=errors)
+    await _limit(
+        pool, keys, [(b"identifier\0" + h, settings.public_rate_per_identifier) for (_, _, h) in hashed], now
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        request_id, _ = await desk.intake(conn, data, "public", "web", now)
+        row = await request_store.get(conn, request_id, now.date())
+        assert row is not None
+        if row.request.status == "verifying":
+            await _send_code(conn, keys, settings, row, now)
+    return PublicRequestAccepted(
+        id=row.request.id,
+        type=row.request.type,
+        status=row.request.status,
+        received_at=row.request.received_at,
+        due_at=row.request.due_at,
+        next_step=(
+            "Done: your choice is recorded."
+            if row.request.type in deadlines.OPT_OUT_TYPES
+            else "We sent a one-time code to the address you gave, if we can reach it; enter it to confirm."
+        ),
+    )
+
+
+async def confirm(
+    pool: asyncpg.Pool,
+    keys: crypto.Keys,
+    desk: Desk,
+    settings: Settings,
+    request_id: UUID,
+    code: str,
+    address: bytes,
+) -> PublicRequestStatus:
+    """Check a one-time code; the request is then verified (and a deletion carried out)."""
+    now = _now()
+    await _limit(pool, keys, [(address, settings.public_rate_per_address)], now)
+    async with pool.acquire() as conn, conn.transaction():
+        outcome, left = await verification.check_code(
+            conn, keys, request_id, code, settings.public_code_attempts, now
+        )
+        if outcome is CodeCheck.OK:
+            await desk.verify(conn, request_id, "public", "one-time code sent to the requester", None, now)
+    # Outside the transaction: a wrong try is counted (committed) before the answer says so.
+    if outcome is CodeCheck.NONE:
+        raise NotFound("No request waits for a code under this id.")
+    if outcome is CodeCheck.EXPIRED:
+        raise Gone("The code has expired: submit the request again for a new one.", title="Code expired")
+    if outcome is CodeCheck.LOCKED:
+        raise Conflict(
+            "Too many wrong codes: this request is locked. Submit it again for a new code.",
+            title="Verification locked",
+        )
+    if outcome is CodeCheck.WRONG:
+        raise InvalidInput(
+            f"code: not the code we sent ({left} tries left)",
+            errors=[FieldError("code", f"not the code we sent ({left} tries left)")],
+        )
+    return await status(pool, request_id)
 
 
 class PublicRequestController(Controller):
@@ -101,7 +175,7 @@ class PublicRequestController(Controller):
         return_dto=None,
         responses=problem_responses(413, 422, 429),
     )
-    async def submit(
+    async def submit_request(
         self,
         request: Request,
         data: JSONBody[PublicRequestIn],
@@ -110,37 +184,7 @@ class PublicRequestController(Controller):
         desk: NamedDependency[Desk],
         settings: NamedDependency[Settings],
     ) -> PublicRequestAccepted:
-        now = _now()
-        await _limit(pool, keys, [(_address(request), settings.public_rate_per_address)], now)
-        hashed, errors = hash_identifiers(
-            data.subject.identifiers, desk.rules.lookup_hash, "subject.identifiers"
-        )
-        if errors:
-            raise InvalidInput(f"{errors[0].field}: {errors[0].message}", errors=errors)
-        await _limit(
-            pool,
-            keys,
-            [(b"identifier\0" + h, settings.public_rate_per_identifier) for (_, _, h) in hashed],
-            now,
-        )
-        async with pool.acquire() as conn, conn.transaction():
-            request_id, _ = await desk.intake(conn, data, "public", "web", now)
-            row = await request_store.get(conn, request_id, now.date())
-            assert row is not None
-            if row.request.status == "verifying":
-                await _send_code(conn, keys, settings, row, now)
-        return PublicRequestAccepted(
-            id=row.request.id,
-            type=row.request.type,
-            status=row.request.status,
-            received_at=row.request.received_at,
-            due_at=row.request.due_at,
-            next_step=(
-                "Done: your choice is recorded."
-                if row.request.type in deadlines.OPT_OUT_TYPES
-                else "We sent a one-time code to the address you gave, if we can reach it; enter it to confirm."
-            ),
-        )
+        return await submit(pool, keys, desk, settings, data, client_address(request))
 
     @post(
         "/requests/{request_id:uuid}/verify",
@@ -160,42 +204,17 @@ class PublicRequestController(Controller):
         desk: NamedDependency[Desk],
         settings: NamedDependency[Settings],
     ) -> PublicRequestStatus:
-        now = _now()
-        await _limit(pool, keys, [(_address(request), settings.public_rate_per_address)], now)
-        async with pool.acquire() as conn, conn.transaction():
-            outcome, left = await verification.check_code(
-                conn, keys, request_id, data.code, settings.public_code_attempts, now
-            )
-            if outcome is CodeCheck.OK:
-                await desk.verify(
-                    conn, request_id, "public", "one-time code sent to the requester", None, now
-                )
-        # Outside the transaction: a wrong try is counted (committed) before the answer says so.
-        if outcome is CodeCheck.NONE:
-            raise NotFound("No request waits for a code under this id.")
-        if outcome is CodeCheck.EXPIRED:
-            raise Gone("The code has expired: submit the request again for a new one.", title="Code expired")
-        if outcome is CodeCheck.LOCKED:
-            raise Conflict(
-                "Too many wrong codes: this request is locked. Submit it again for a new code.",
-                title="Verification locked",
-            )
-        if outcome is CodeCheck.WRONG:
-            raise InvalidInput(
-                f"code: not the code we sent ({left} tries left)",
-                errors=[FieldError("code", f"not the code we sent ({left} tries left)")],
-            )
-        return await _status(pool, request_id)
+        return await confirm(pool, keys, desk, settings, request_id, data.code, client_address(request))
 
     @get(
         "/requests/{request_id:uuid}",
         summary="A request's status and due date",
         responses=problem_responses(404),
     )
-    async def status(
+    async def request_status(
         self, request_id: FromPath[UUID], pool: NamedDependency[asyncpg.Pool]
     ) -> PublicRequestStatus:
-        return await _status(pool, request_id)
+        return await status(pool, request_id)
 
     @get(
         "/exports/{token:str}",
@@ -221,7 +240,7 @@ class PublicRequestController(Controller):
             return await documents.export(conn, keys, row, await desk.subjects(conn, row))
 
 
-async def _status(pool: asyncpg.Pool, request_id: UUID) -> PublicRequestStatus:
+async def status(pool: asyncpg.Pool, request_id: UUID) -> PublicRequestStatus:
     async with pool.acquire() as conn:
         row = await request_store.get(conn, request_id, _now().date())
     if row is None:

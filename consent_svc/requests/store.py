@@ -252,6 +252,7 @@ async def page(
     due_before: date | None,
     after: tuple[date, UUID] | None,
     limit: int,
+    open_only: bool = False,
 ) -> list[Request]:
     where, args = [], [limit]
 
@@ -262,6 +263,8 @@ async def page(
 
     if status is not None:
         add("status", status)
+    if open_only:
+        add("open")
     if overdue:
         add("overdue", today)
     if due_before is not None:

@@ -1,0 +1,294 @@
+"""The legal console (`/console`): sign-in, the dashboard and the request queue, server-rendered.
+
+Pages work without JavaScript. Every form carries a CSRF token (Litestar's CSRF middleware on this router);
+the session cookie is HttpOnly, SameSite=Strict, and Secure outside local mode.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+from uuid import UUID
+
+import asyncpg
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, FromPath, FromQuery
+from litestar.response import Redirect, Template
+
+from consent_svc import crypto
+from consent_svc.audit import store as audit_store
+from consent_svc.console import users
+from consent_svc.errors import ProblemError
+from consent_svc.requests import documents, verification
+from consent_svc.requests import store as request_store
+from consent_svc.requests.desk import Desk
+from consent_svc.requests.types import Request as RequestView
+from consent_svc.settings import Settings
+
+COOKIE = "consent_console"
+SIGN_INS_PER_ADDRESS = 30  # per hour, besides the per-user lockout
+STATUSES = ("received", "verifying", "verified", "in_progress", "completed", "rejected")
+ACTIONS = {
+    "verify": "Mark verified",
+    "extend": "Extend the deadline",
+    "complete": "Complete",
+    "reject": "Reject",
+}
+Form = Body(media_type=RequestEncodingType.URL_ENCODED)
+
+
+class SignInForm(msgspec.Struct):
+    email: str = ""
+    password: str = ""
+
+
+class ReasonForm(msgspec.Struct):
+    reason: str = ""
+
+
+class SignInRequired(Exception):
+    """No valid session: the page answers with a redirect to sign in."""
+
+
+def sign_in_redirect(request: Request, exc: Exception) -> Response:
+    return Redirect("/console/login", status_code=303)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _brand(settings: Settings) -> dict[str, str]:
+    return {
+        "name": settings.brand_name,
+        "contact": settings.brand_contact,
+        "notice_url": settings.brand_notice_url,
+        "color": settings.brand_color,
+    }
+
+
+async def signed_in(request: Request, pool: asyncpg.Pool, keys: crypto.Keys) -> users.SignedIn:
+    token = request.cookies.get(COOKIE)
+    if not token or len(token) > 100:
+        raise SignInRequired()
+    async with pool.acquire() as conn:
+        user = await users.session(conn, keys, token, _now())
+    if user is None:
+        raise SignInRequired()
+    return user
+
+
+def _page(
+    name: str, settings: Settings, user: users.SignedIn | None, status: int = 200, **context: Any
+) -> Template:
+    return Template(
+        template_name=name,
+        context={"brand": _brand(settings), "user": user, "today": _now().date(), **context},
+        status_code=status,
+    )
+
+
+class ConsoleController(Controller):
+    path = "/console"
+    include_in_schema = False
+
+    @get("/login")
+    async def login_page(self, settings: NamedDependency[Settings]) -> Template:
+        return _page("console/login.html", settings, None)
+
+    @post("/login", status_code=303)
+    async def login(
+        self,
+        request: Request,
+        data: Annotated[SignInForm, Form],
+        pool: NamedDependency[asyncpg.Pool],
+        keys: NamedDependency[crypto.Keys],
+        settings: NamedDependency[Settings],
+    ) -> Response:
+        now = _now()
+        address = b"console sign-in\0" + (request.client.host if request.client else "unknown").encode()
+        async with pool.acquire() as conn:
+            if await verification.hit(conn, keys, address, now) > SIGN_INS_PER_ADDRESS:
+                return _page(
+                    "console/login.html", settings, None, 429, error="Too many attempts. Try again later."
+                )
+        async with pool.acquire() as conn, conn.transaction():
+            outcome = await users.sign_in(conn, keys, data.email[:320], data.password[:1000], now)
+            if isinstance(outcome, users.SignInRefused):
+                body = {
+                    "locked": outcome.locked,
+                    "user_id": str(outcome.user_id) if outcome.user_id else None,
+                }
+                entry = audit_store.entry("console.sign_in_refused", "anonymous", body)
+            else:
+                user = outcome[1]
+                entry = audit_store.entry("console.signed_in", f"user:{user.user_id}", {"role": user.role})
+            await audit_store.append(conn, [entry])
+        if isinstance(outcome, users.SignInRefused):
+            error = (
+                "This account is locked after too many failed attempts. Try again in 15 minutes."
+                if outcome.locked
+                else "Wrong e-mail or password."
+            )
+            return _page("console/login.html", settings, None, 401, error=error)
+        token = outcome[0]
+        response = Redirect("/console", status_code=303)
+        response.set_cookie(
+            COOKIE,
+            token,
+            path="/console",
+            httponly=True,
+            secure=settings.production,
+            samesite="strict",
+            max_age=int(users.ABSOLUTE.total_seconds()),
+        )
+        return response
+
+    @post("/logout", status_code=303)
+    async def logout(
+        self, request: Request, pool: NamedDependency[asyncpg.Pool], keys: NamedDependency[crypto.Keys]
+    ) -> Response:
+        token = request.cookies.get(COOKIE)
+        if token:
+            async with pool.acquire() as conn:
+                await users.sign_out(conn, keys, token)
+        response = Redirect("/console/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/console")
+        return response
+
+    @get("/")
+    async def dashboard(
+        self,
+        request: Request,
+        pool: NamedDependency[asyncpg.Pool],
+        keys: NamedDependency[crypto.Keys],
+        settings: NamedDependency[Settings],
+    ) -> Template:
+        user = await signed_in(request, pool, keys)
+        today = _now().date()
+        async with pool.acquire() as conn:
+            open_requests = await request_store.page(
+                conn, today, None, False, None, None, 500, open_only=True
+            )
+        week = [r for r in open_requests if r.due_at <= today + timedelta(days=7)]
+        counts = {
+            "overdue": sum(r.overdue for r in open_requests),
+            "due_this_week": sum(not r.overdue for r in week),
+            "open": len(open_requests),
+        }
+        return _page("console/dashboard.html", settings, user, counts=counts, requests=week)
+
+    @get("/requests")
+    async def queue(
+        self,
+        request: Request,
+        pool: NamedDependency[asyncpg.Pool],
+        keys: NamedDependency[crypto.Keys],
+        settings: NamedDependency[Settings],
+        status: FromQuery[str | None] = None,
+    ) -> Template:
+        user = await signed_in(request, pool, keys)
+        status = status if status in STATUSES else None
+        async with pool.acquire() as conn:
+            found = await request_store.page(
+                conn, _now().date(), status, False, None, None, 500, open_only=status is None
+            )
+        return _page("console/queue.html", settings, user, requests=found, statuses=STATUSES, status=status)
+
+    @get("/requests/{request_id:uuid}")
+    async def request_page(
+        self,
+        request: Request,
+        request_id: FromPath[UUID],
+        pool: NamedDependency[asyncpg.Pool],
+        keys: NamedDependency[crypto.Keys],
+        settings: NamedDependency[Settings],
+    ) -> Template:
+        user = await signed_in(request, pool, keys)
+        return await _request_page(pool, keys, settings, user, request_id)
+
+    @post("/requests/{request_id:uuid}/{action:str}", status_code=303)
+    async def act(
+        self,
+        request: Request,
+        request_id: FromPath[UUID],
+        action: FromPath[str],
+        data: Annotated[ReasonForm, Form],
+        pool: NamedDependency[asyncpg.Pool],
+        keys: NamedDependency[crypto.Keys],
+        settings: NamedDependency[Settings],
+        desk: NamedDependency[Desk],
+    ) -> Response:
+        user = await signed_in(request, pool, keys)
+        if not user.may("requests:manage"):
+            return await _request_page(
+                pool, keys, settings, user, request_id, 403, "Your role cannot act on requests."
+            )
+        reason = data.reason.strip()[:500] or None
+        actor = f"user:{user.user_id}"
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                if action == "verify":
+                    await desk.verify(
+                        conn, request_id, actor, reason or "verified in the console", None, _now()
+                    )
+                elif action == "extend" and reason:
+                    await desk.extend(conn, request_id, actor, reason, _now())
+                elif action == "reject" and reason:
+                    await desk.reject(conn, request_id, actor, reason, _now())
+                elif action == "complete":
+                    await desk.complete(conn, request_id, actor, reason, _now())
+                else:
+                    raise ProblemError("A reason is needed." if action in ACTIONS else "Unknown action.")
+        except ProblemError as exc:
+            return await _request_page(pool, keys, settings, user, request_id, exc.status_code, exc.detail)
+        return Redirect(f"/console/requests/{request_id}", status_code=303)
+
+    @get("/requests/{request_id:uuid}/receipt")
+    async def receipt(
+        self,
+        request: Request,
+        request_id: FromPath[UUID],
+        pool: NamedDependency[asyncpg.Pool],
+        keys: NamedDependency[crypto.Keys],
+        signer: NamedDependency[crypto.Signer],
+    ) -> Response:
+        await signed_in(request, pool, keys)
+        async with pool.acquire() as conn:
+            row = await request_store.get(conn, request_id, _now().date())
+            if row is None or row.request.status not in ("completed", "rejected"):
+                return Response("No receipt for this request.", status_code=404, media_type="text/plain")
+            signed = await documents.receipt(conn, row, signer)
+        return Response(
+            msgspec.json.encode(signed),
+            media_type="application/json",
+            headers={"Content-Disposition": f'attachment; filename="receipt-{request_id}.json"'},
+        )
+
+
+async def _request_page(
+    pool: asyncpg.Pool,
+    keys: crypto.Keys,
+    settings: Settings,
+    user: users.SignedIn,
+    request_id: UUID,
+    status: int = 200,
+    error: str | None = None,
+) -> Template:
+    async with pool.acquire() as conn:
+        found: RequestView | None = await request_store.detailed(conn, keys, request_id, _now().date())
+    if found is None:
+        return _page("console/queue.html", settings, user, 404, requests=[], statuses=STATUSES, status=None)
+    return _page(
+        "console/request.html",
+        settings,
+        user,
+        status,
+        r=found,
+        error=error,
+        actions=list(ACTIONS.items()),
+        may_manage=user.may("requests:manage"),
+    )

@@ -1,0 +1,196 @@
+"""The privacy center (`/privacy`): customers ask for their data, confirm with a one-time code, follow their
+request, and opt out of sale and sharing without any code. Server-rendered; works without JavaScript.
+
+The same rules as `POST /public/requests` (requests/public.py does the work): no enumeration, rate limits, and
+errors in plain language. Identifiers travel only in form bodies; URLs name requests, never people.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+import asyncpg
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, FromPath
+from litestar.response import Redirect, Template
+
+from consent_svc import crypto
+from consent_svc.consents.types import Identifier
+from consent_svc.errors import ProblemError
+from consent_svc.requests import public
+from consent_svc.requests.desk import Desk
+from consent_svc.requests.types import PublicRequestIn, RequestSubject
+from consent_svc.settings import Settings
+
+Form = Body(media_type=RequestEncodingType.URL_ENCODED)
+CHOICES = (
+    ("access", "See what you hold about me"),
+    ("portability", "Give me a copy of my data"),
+    ("correction", "Correct my data"),
+    ("deletion", "Delete my data"),
+    ("opt_out_of_sale", "Stop selling or sharing my data"),
+    ("limit_sensitive", "Limit the use of my sensitive data"),
+)
+LABELS = dict(CHOICES)
+STATUS_WORDS = {
+    "received": "Received",
+    "verifying": "Waiting for your code",
+    "verified": "Confirmed: we are working on it",
+    "in_progress": "In progress",
+    "completed": "Done",
+    "rejected": "Closed: we wrote to you with the reasons",
+}
+REGIONS = (
+    ("US-CA", "California"),
+    ("US-CO", "Colorado"),
+    ("US-VA", "Virginia"),
+    ("US-TX", "Texas"),
+    ("GB", "United Kingdom"),
+    ("DE", "Germany"),
+    ("FR", "France"),
+    ("IE", "Ireland"),
+    ("BR", "Brazil"),
+    ("CA", "Canada"),
+    ("ZZ", "Somewhere else"),
+)
+# Plain words for what the API says in problem details.
+PLAIN = {
+    400: "We could not read that. Please check the form and try again.",
+    404: "We could not find a request waiting for a code. Please start again.",
+    409: "Too many wrong codes: this request is locked. Please send your request again for a new code.",
+    410: "This code has expired. Please send your request again for a new one.",
+    413: "That was too long. Please shorten it.",
+    429: "Too many requests. Please try again in an hour.",
+}
+
+
+class RequestForm(msgspec.Struct):
+    type: str = ""
+    kind: str = "email"
+    value: str = ""
+    region: str = "ZZ"
+
+
+class CodeForm(msgspec.Struct):
+    code: str = ""
+
+
+def _page(name: str, request: Request, settings: Settings, status: int = 200, **context) -> Template:
+    brand = {
+        "name": settings.brand_name,
+        "contact": settings.brand_contact,
+        "notice_url": settings.brand_notice_url,
+        "color": settings.brand_color,
+    }
+    gpc = request.headers.get("sec-gpc", "").strip() == "1"
+    return Template(
+        template_name=name,
+        context={"brand": brand, "gpc": gpc, "regions": REGIONS, "choices": CHOICES, **context},
+        status_code=status,
+    )
+
+
+def _plain(exc: ProblemError) -> str:
+    if exc.status_code == 422:
+        return "Please check what you typed: " + (
+            exc.detail.split(": ", 1)[-1] if exc.detail else "it is not valid."
+        )
+    return PLAIN.get(exc.status_code, "Something went wrong. Please try again.")
+
+
+class PrivacyCenterController(Controller):
+    path = "/privacy"
+    include_in_schema = False
+    request_max_body_size = public.MAX_PUBLIC_BODY
+
+    @get("/")
+    async def index(self, request: Request, settings: NamedDependency[Settings]) -> Template:
+        return _page("privacy/index.html", request, settings)
+
+    @get("/do-not-sell")
+    async def do_not_sell(self, request: Request, settings: NamedDependency[Settings]) -> Template:
+        return _page("privacy/do_not_sell.html", request, settings)
+
+    @post("/requests", status_code=303)
+    async def submit(
+        self,
+        request: Request,
+        data: Annotated[RequestForm, Form],
+        pool: NamedDependency[asyncpg.Pool],
+        keys: NamedDependency[crypto.Keys],
+        desk: NamedDependency[Desk],
+        settings: NamedDependency[Settings],
+    ) -> Response:
+        back = "privacy/do_not_sell.html" if data.type == "opt_out_of_sale" else "privacy/index.html"
+        if data.type not in LABELS or data.kind not in ("email", "phone") or not data.value.strip():
+            return _page(
+                back, request, settings, 422, error="Please choose what you would like and how to reach you."
+            )
+        try:
+            ask = PublicRequestIn(
+                type=data.type,  # type: ignore[arg-type]
+                subject=RequestSubject(identifiers=[Identifier(type=data.kind, value=data.value[:320])]),
+                region=data.region[:6] or "ZZ",
+            )
+            accepted = await public.submit(pool, keys, desk, settings, ask, public.client_address(request))
+        except ProblemError as exc:
+            return _page(back, request, settings, exc.status_code, error=_plain(exc))
+        return Redirect(f"/privacy/requests/{accepted.id}", status_code=303)
+
+    @get("/requests/{request_id:uuid}")
+    async def request_page(
+        self,
+        request: Request,
+        request_id: FromPath[UUID],
+        pool: NamedDependency[asyncpg.Pool],
+        settings: NamedDependency[Settings],
+    ) -> Template:
+        return await _status_page(request, pool, settings, request_id)
+
+    @post("/requests/{request_id:uuid}/verify", status_code=303)
+    async def verify(
+        self,
+        request: Request,
+        request_id: FromPath[UUID],
+        data: Annotated[CodeForm, Form],
+        pool: NamedDependency[asyncpg.Pool],
+        keys: NamedDependency[crypto.Keys],
+        desk: NamedDependency[Desk],
+        settings: NamedDependency[Settings],
+    ) -> Response:
+        try:
+            await public.confirm(
+                pool, keys, desk, settings, request_id, data.code[:32] or "-", public.client_address(request)
+            )
+        except ProblemError as exc:
+            return await _status_page(request, pool, settings, request_id, exc.status_code, _plain(exc))
+        return Redirect(f"/privacy/requests/{request_id}", status_code=303)
+
+
+async def _status_page(
+    request: Request,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    request_id: UUID,
+    status: int = 200,
+    error: str | None = None,
+) -> Template:
+    try:
+        found = await public.status(pool, request_id)
+    except ProblemError:
+        return _page("privacy/index.html", request, settings, 404, error="We could not find that request.")
+    return _page(
+        "privacy/request.html",
+        request,
+        settings,
+        status,
+        r=found,
+        label=LABELS.get(found.type, found.type),
+        status_words=STATUS_WORDS[found.status],
+        code_minutes=settings.public_code_minutes,
+        error=error,
+    )

@@ -1,0 +1,190 @@
+"""The legal console and the privacy center as a browser without JavaScript sees them: forms, CSRF, sessions,
+lockout, and no identifier in URLs."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import pytest
+
+from consent_svc import crypto
+from consent_svc.console import users
+
+PASSWORD = "correct horse battery staple"
+EMAIL = "lee@legal.example"
+
+
+@pytest.fixture
+def settings(settings):
+    # Over plain http, as the test client speaks: Secure cookies would not come back (production sets them).
+    return msgspec.structs.replace(settings, mode="local")
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="_csrf_token" value="([^"]+)"', html).group(1)
+
+
+@pytest.fixture
+async def person(conn, settings):
+    async def make(role: str = "privacy_ops", email: str = EMAIL) -> str:
+        await users.create_user(conn, crypto.load_keys(settings), email, role, PASSWORD)
+        return email
+
+    return make
+
+
+async def sign_in(client, email: str = EMAIL, password: str = PASSWORD):
+    page = await client.get("/console/login")
+    return await client.post(
+        "/console/login",
+        data={"email": email, "password": password, "_csrf_token": csrf_of(page.text)},
+        follow_redirects=False,
+    )
+
+
+async def test_the_console_needs_a_session(client):
+    response = await client.get("/console", follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/console/login"
+    page = await client.get("/console/login")
+    assert page.status_code == 200 and 'type="password"' in page.text and "_csrf_token" in page.text
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_sign_in_sets_a_strict_http_only_cookie_and_opens_the_dashboard(client, person, conn):
+    await person()
+    response = await sign_in(client)
+    assert response.status_code == 303 and response.headers["location"] == "/console"
+    cookie = response.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower() and "Path=/console" in cookie
+    dashboard = await client.get("/console")
+    assert dashboard.status_code == 200 and "Dashboard" in dashboard.text
+    assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'console.signed_in'") == 1
+
+
+async def test_a_form_without_its_csrf_token_is_refused(client, person):
+    await person()
+    await client.get("/console/login")
+    response = await client.post("/console/login", data={"email": EMAIL, "password": PASSWORD})
+    assert response.status_code == 403
+
+
+async def test_repeated_failures_lock_the_account_even_for_the_right_password(client, person, conn):
+    await person()
+    answers = [
+        (await sign_in(client, password="wrong password!")).status_code for _ in range(users.MAX_FAILURES)
+    ]
+    assert answers == [401] * users.MAX_FAILURES
+    locked = await sign_in(client)
+    assert locked.status_code == 401 and "locked" in locked.text
+    unknown = await sign_in(client, email="nobody@legal.example")
+    assert unknown.status_code == 401 and "Wrong e-mail or password" in unknown.text  # says nothing more
+    refused = await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'console.sign_in_refused'")
+    assert refused == users.MAX_FAILURES + 2
+
+
+async def test_idle_and_absolute_expiry_end_a_session(client, person, conn):
+    await person()
+    await sign_in(client)
+    assert (await client.get("/console", follow_redirects=False)).status_code == 200
+    await conn.execute(
+        "UPDATE console_sessions SET last_seen_at = now() - $1::interval", users.IDLE + timedelta(minutes=1)
+    )
+    assert (await client.get("/console", follow_redirects=False)).status_code == 303
+    await sign_in(client)
+    await conn.execute("UPDATE console_sessions SET expires_at = now() - interval '1 second'")
+    assert (await client.get("/console", follow_redirects=False)).status_code == 303
+
+
+async def test_staff_work_a_request_from_the_queue(client, person, keys):
+    await person()
+    staff = await keys.of("requests:manage")
+    body = {
+        "type": "deletion",
+        "subject": {"identifiers": [{"type": "email", "value": "queue@example.com"}]},
+        "region": "US-CA",
+        "channel": "mail",
+        "received_at": (datetime.now(UTC) - timedelta(days=50)).isoformat(),
+    }
+    made = (await client.post("/v1/requests", json=body, headers=staff)).json()
+    await sign_in(client)
+    queue = await client.get("/console/requests")
+    assert made["id"] in queue.text and "overdue" in queue.text
+    page = await client.get(f"/console/requests/{made['id']}")
+    assert "queue@example.com" not in page.text
+    done = await client.post(
+        f"/console/requests/{made['id']}/verify",
+        data={"reason": "called back", "_csrf_token": csrf_of(page.text)},
+        follow_redirects=True,
+    )
+    assert done.status_code == 200 and "completed" in done.text and "called back" in done.text
+    receipt = await client.get(f"/console/requests/{made['id']}/receipt")
+    assert receipt.status_code == 200 and receipt.json()["receipt"]["request_id"] == made["id"]
+
+
+async def test_a_legal_role_sees_requests_but_cannot_act(client, person, keys):
+    await person("legal")
+    staff = await keys.of("requests:manage")
+    body = {
+        "type": "access",
+        "subject": {"identifiers": [{"type": "email", "value": "r@example.com"}]},
+        "region": "DE",
+        "channel": "web",
+    }
+    made = (await client.post("/v1/requests", json=body, headers=staff)).json()
+    await sign_in(client)
+    page = await client.get(f"/console/requests/{made['id']}")
+    assert "Mark verified" not in page.text
+    refused = await client.post(
+        f"/console/requests/{made['id']}/verify", data={"reason": "x", "_csrf_token": csrf_of(page.text)}
+    )
+    assert refused.status_code == 403
+
+
+async def test_the_privacy_center_takes_a_request_without_identifiers_in_urls(client, conn, settings):
+    page = await client.get("/privacy", headers={"Sec-GPC": "1"})
+    assert page.status_code == 200 and "Global Privacy Control" in page.text
+    assert settings.brand_name in page.text and settings.brand_contact in page.text
+    response = await client.post(
+        "/privacy/requests",
+        data={
+            "type": "deletion",
+            "kind": "email",
+            "value": "pat@example.com",
+            "region": "DE",
+            "_csrf_token": csrf_of(page.text),
+        },
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+    location = response.headers["location"]
+    assert "pat" not in location and location.startswith("/privacy/requests/")
+    status = await client.get(location)
+    assert "Waiting for your code" in status.text
+    wrong = await client.post(
+        f"{location}/verify", data={"code": "1", "_csrf_token": csrf_of(status.text)}, follow_redirects=False
+    )
+    assert wrong.status_code == 422 and "tries left" in wrong.text
+
+
+async def test_do_not_sell_needs_no_code(client, admin):
+    page = await client.get("/privacy/do-not-sell")
+    done = await client.post(
+        "/privacy/requests",
+        data={
+            "type": "opt_out_of_sale",
+            "kind": "email",
+            "value": "sam@example.com",
+            "region": "US-CA",
+            "_csrf_token": csrf_of(page.text),
+        },
+    )
+    assert done.status_code == 200 and "Done" in done.text
+    check = {
+        "subject": {"identifiers": [{"type": "email", "value": "sam@example.com"}]},
+        "purpose": "sale",
+        "region": "US-CA",
+    }
+    assert (await client.post("/v1/decisions", json=check, headers=admin)).json()["allowed"] is False
