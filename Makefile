@@ -13,7 +13,11 @@ $(VENV)/.installed: pyproject.toml
 run: $(VENV)/.installed
 	$(VENV)/bin/consent-svc serve $(ARGS)
 
-test: $(VENV)/.installed
+# Browser tests drive Debian's Chromium (browsers cannot be downloaded here): installed on first use.
+/usr/bin/chromium:
+	command -v apt-get >/dev/null && (apt-get install -y -q chromium >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null))
+
+test: $(VENV)/.installed /usr/bin/chromium
 	$(VENV)/bin/pytest $(ARGS)
 
 bench: $(VENV)/.installed

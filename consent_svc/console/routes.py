@@ -269,6 +269,17 @@ class ConsoleController(Controller):
         )
 
 
+def _allowed(action: str, request: RequestView) -> bool:
+    """The forms worth showing: the transitions the lifecycle allows from here (the desk still decides)."""
+    if action == "verify":
+        return request.status in ("received", "verifying")
+    if action == "complete":
+        return request.status in ("verified", "in_progress")
+    if action == "extend":
+        return not request.extended
+    return True
+
+
 async def _request_page(
     pool: asyncpg.Pool,
     keys: crypto.Keys,
@@ -289,6 +300,6 @@ async def _request_page(
         status,
         r=found,
         error=error,
-        actions=list(ACTIONS.items()),
+        actions=[(a, label) for a, label in ACTIONS.items() if _allowed(a, found)],
         may_manage=user.may("requests:manage"),
     )

@@ -1,0 +1,143 @@
+"""The console and the privacy center driven in Debian's Chromium, as people use them, against the service
+running as a real process. Screenshots of the main pages go to test-artifacts/screenshots/.
+
+No browser is downloaded: Playwright drives /usr/bin/chromium (`.ci/run` installs it when missing). Without it
+these tests fail rather than skip, so CI cannot pass without having run them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from tests.conftest import LOOKUP_SECRET, MASTER_KEY
+from tests.process.service import CLI, Service
+from tests.webhooks.receiver import Receiver
+
+pytestmark = pytest.mark.process
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(__file__).parents[2] / "test-artifacts" / "screenshots"
+PASSWORD = "a long browser test password"
+
+
+@pytest.fixture
+def service(db_url, tmp_path):
+    env = {
+        "DATABASE_URL": db_url,
+        "CONSENT_SVC_MASTER_KEY": MASTER_KEY,
+        "CONSENT_SVC_LOOKUP_SECRET": LOOKUP_SECRET,
+        "CONSENT_SVC_MODE": "local",  # plain http on 127.0.0.1: cookies cannot be Secure here
+        "CONSENT_SVC_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "1",
+        "CONSENT_SVC_BRAND_NAME": "Acme Outdoor",
+    }
+    svc = Service(env, tmp_path, workers=2)
+    yield svc.start()
+    svc.stop()
+
+
+@pytest.fixture
+def page():
+    assert Path(CHROMIUM).exists(), "Chromium is missing: apt-get install -y chromium (.ci/run does)"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser.new_page(viewport={"width": 1200, "height": 900})
+        browser.close()
+
+
+def shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def code_from(receiver: Receiver, request_id: str, timeout: float = 20) -> str:
+    """The code as the business's messaging system receives it: in the signed request.verification_requested."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for event in receiver.events():
+            if (
+                event["type"] == "request.verification_requested"
+                and event["data"]["request_id"] == request_id
+            ):
+                return event["data"]["code"]
+        time.sleep(0.1)
+    raise AssertionError("no verification code was delivered")
+
+
+def test_a_customer_deletes_their_data_with_the_code_they_were_sent(service, page):
+    manager = service.key("webhooks:manage")
+    receiver = Receiver()
+    try:
+        status, _ = service.call(
+            "POST",
+            "/v1/webhooks/subscriptions",
+            {"url": receiver.url, "events": ["request.verification_requested"]},
+            key=manager,
+        )
+        assert status == 201
+        base = f"http://127.0.0.1:{service.port}"
+        page.goto(f"{base}/privacy")
+        expect(page.get_by_role("heading", name="Ask about your data")).to_be_visible()
+        assert "Acme Outdoor" in page.content()  # the business's name comes from settings
+        shot(page, "privacy-center")
+        page.get_by_label("Delete my data").check()
+        page.get_by_label("Your e-mail address or phone number").fill("river@example.com")
+        page.get_by_label("Where do you live?").select_option("DE")
+        page.get_by_role("button", name="Send my request").click()
+        expect(page.locator("#status")).to_have_text("Waiting for your code")
+        assert "river" not in page.url
+        shot(page, "privacy-enter-code")
+        request_id = page.url.rsplit("/", 1)[1]
+        page.get_by_label("One-time code").fill(code_from(receiver, request_id))
+        page.get_by_role("button", name="Confirm").click()
+        expect(page.locator("#status")).to_have_text("Done")
+        shot(page, "privacy-request-done")
+    finally:
+        receiver.close()
+
+
+def test_legal_staff_sign_in_and_work_the_queue(service, page):
+    staff = service.key("requests:manage")
+    body = {
+        "type": "access",
+        "subject": {"identifiers": [{"type": "email", "value": "moss@example.com"}]},
+        "region": "US-CA",
+        "channel": "phone",
+    }
+    status, made = service.call("POST", "/v1/requests", body, key=staff)
+    assert status == 201
+    created = subprocess.run(
+        [CLI, "users", "create", "--email", "ops@acme.example", "--role", "privacy_ops", "--password-stdin"],
+        input=PASSWORD + "\n",
+        env=service.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert created.returncode == 0, created.stderr
+    assert "password" not in json.loads(created.stdout)  # given on stdin, never echoed
+
+    base = f"http://127.0.0.1:{service.port}"
+    page.goto(f"{base}/console")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    shot(page, "console-sign-in")
+    page.get_by_label("E-mail").fill("ops@acme.example")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    shot(page, "console-dashboard")
+    page.get_by_role("link", name="Requests").click()
+    expect(page.get_by_role("cell", name="access")).to_be_visible()
+    shot(page, "console-queue")
+    page.get_by_role("link", name="Open").first.click()
+    expect(page.get_by_role("heading", name="Access request")).to_be_visible()
+    page.get_by_label("Reason (mark verified)").fill("called the customer back")
+    page.get_by_role("button", name="Mark verified").click()
+    expect(page.get_by_role("cell", name="called the customer back")).to_be_visible()
+    shot(page, "console-request")
+    assert "moss" not in page.content()
