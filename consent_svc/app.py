@@ -31,7 +31,8 @@ from consent_svc.audit.routes import AuditController
 from consent_svc.auth import KeyRing, RequireScope
 from consent_svc.consents.ledger import RecordRules
 from consent_svc.consents.routes import ConsentController
-from consent_svc.console.routes import ConsoleController, SignInRequired, sign_in_redirect
+from consent_svc.console.pages import SignInRequired, sign_in_redirect
+from consent_svc.console.routes import ConsoleController
 from consent_svc.decisions.decider import Decider
 from consent_svc.decisions.engine import Rulebook
 from consent_svc.decisions.routes import DecisionController

@@ -6,21 +6,21 @@ the session cookie is HttpOnly, SameSite=Strict, and Secure outside local mode.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from datetime import timedelta
+from typing import Annotated
 from uuid import UUID
 
 import asyncpg
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.enums import RequestEncodingType
-from litestar.params import Body, FromPath, FromQuery
+from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 
 from consent_svc import crypto
 from consent_svc.audit import store as audit_store
 from consent_svc.console import users
+from consent_svc.console.pages import COOKIE, Form, now, page, signed_in
 from consent_svc.errors import ProblemError
 from consent_svc.requests import documents, verification
 from consent_svc.requests import store as request_store
@@ -28,7 +28,6 @@ from consent_svc.requests.desk import Desk
 from consent_svc.requests.types import Request as RequestView
 from consent_svc.settings import Settings
 
-COOKIE = "consent_console"
 SIGN_INS_PER_ADDRESS = 30  # per hour, besides the per-user lockout
 STATUSES = ("received", "verifying", "verified", "in_progress", "completed", "rejected")
 ACTIONS = {
@@ -37,7 +36,6 @@ ACTIONS = {
     "complete": "Complete",
     "reject": "Reject",
 }
-Form = Body(media_type=RequestEncodingType.URL_ENCODED)
 
 
 class SignInForm(msgspec.Struct):
@@ -49,55 +47,13 @@ class ReasonForm(msgspec.Struct):
     reason: str = ""
 
 
-class SignInRequired(Exception):
-    """No valid session: the page answers with a redirect to sign in."""
-
-
-def sign_in_redirect(request: Request, exc: Exception) -> Response:
-    return Redirect("/console/login", status_code=303)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _brand(settings: Settings) -> dict[str, str]:
-    return {
-        "name": settings.brand_name,
-        "contact": settings.brand_contact,
-        "notice_url": settings.brand_notice_url,
-        "color": settings.brand_color,
-    }
-
-
-async def signed_in(request: Request, pool: asyncpg.Pool, keys: crypto.Keys) -> users.SignedIn:
-    token = request.cookies.get(COOKIE)
-    if not token or len(token) > 100:
-        raise SignInRequired()
-    async with pool.acquire() as conn:
-        user = await users.session(conn, keys, token, _now())
-    if user is None:
-        raise SignInRequired()
-    return user
-
-
-def _page(
-    name: str, settings: Settings, user: users.SignedIn | None, status: int = 200, **context: Any
-) -> Template:
-    return Template(
-        template_name=name,
-        context={"brand": _brand(settings), "user": user, "today": _now().date(), **context},
-        status_code=status,
-    )
-
-
 class ConsoleController(Controller):
     path = "/console"
     include_in_schema = False
 
     @get("/login")
-    async def login_page(self, settings: NamedDependency[Settings]) -> Template:
-        return _page("console/login.html", settings, None)
+    async def loginpage(self, settings: NamedDependency[Settings]) -> Template:
+        return page("console/login.html", settings, None)
 
     @post("/login", status_code=303)
     async def login(
@@ -108,15 +64,15 @@ class ConsoleController(Controller):
         keys: NamedDependency[crypto.Keys],
         settings: NamedDependency[Settings],
     ) -> Response:
-        now = _now()
+        at = now()
         address = b"console sign-in\0" + (request.client.host if request.client else "unknown").encode()
         async with pool.acquire() as conn:
-            if await verification.hit(conn, keys, address, now) > SIGN_INS_PER_ADDRESS:
-                return _page(
+            if await verification.hit(conn, keys, address, at) > SIGN_INS_PER_ADDRESS:
+                return page(
                     "console/login.html", settings, None, 429, error="Too many attempts. Try again later."
                 )
         async with pool.acquire() as conn, conn.transaction():
-            outcome = await users.sign_in(conn, keys, data.email[:320], data.password[:1000], now)
+            outcome = await users.sign_in(conn, keys, data.email[:320], data.password[:1000], at)
             if isinstance(outcome, users.SignInRefused):
                 body = {
                     "locked": outcome.locked,
@@ -133,7 +89,7 @@ class ConsoleController(Controller):
                 if outcome.locked
                 else "Wrong e-mail or password."
             )
-            return _page("console/login.html", settings, None, 401, error=error)
+            return page("console/login.html", settings, None, 401, error=error)
         token = outcome[0]
         response = Redirect("/console", status_code=303)
         response.set_cookie(
@@ -168,7 +124,7 @@ class ConsoleController(Controller):
         settings: NamedDependency[Settings],
     ) -> Template:
         user = await signed_in(request, pool, keys)
-        today = _now().date()
+        today = now().date()
         async with pool.acquire() as conn:
             open_requests = await request_store.page(
                 conn, today, None, False, None, None, 500, open_only=True
@@ -179,7 +135,7 @@ class ConsoleController(Controller):
             "due_this_week": sum(not r.overdue for r in week),
             "open": len(open_requests),
         }
-        return _page("console/dashboard.html", settings, user, counts=counts, requests=week)
+        return page("console/dashboard.html", settings, user, counts=counts, requests=week)
 
     @get("/requests")
     async def queue(
@@ -194,12 +150,12 @@ class ConsoleController(Controller):
         status = status if status in STATUSES else None
         async with pool.acquire() as conn:
             found = await request_store.page(
-                conn, _now().date(), status, False, None, None, 500, open_only=status is None
+                conn, now().date(), status, False, None, None, 500, open_only=status is None
             )
-        return _page("console/queue.html", settings, user, requests=found, statuses=STATUSES, status=status)
+        return page("console/queue.html", settings, user, requests=found, statuses=STATUSES, status=status)
 
     @get("/requests/{request_id:uuid}")
-    async def request_page(
+    async def requestpage(
         self,
         request: Request,
         request_id: FromPath[UUID],
@@ -208,7 +164,7 @@ class ConsoleController(Controller):
         settings: NamedDependency[Settings],
     ) -> Template:
         user = await signed_in(request, pool, keys)
-        return await _request_page(pool, keys, settings, user, request_id)
+        return await _requestpage(pool, keys, settings, user, request_id)
 
     @post("/requests/{request_id:uuid}/{action:str}", status_code=303)
     async def act(
@@ -224,7 +180,7 @@ class ConsoleController(Controller):
     ) -> Response:
         user = await signed_in(request, pool, keys)
         if not user.may("requests:manage"):
-            return await _request_page(
+            return await _requestpage(
                 pool, keys, settings, user, request_id, 403, "Your role cannot act on requests."
             )
         reason = data.reason.strip()[:500] or None
@@ -233,18 +189,18 @@ class ConsoleController(Controller):
             async with pool.acquire() as conn, conn.transaction():
                 if action == "verify":
                     await desk.verify(
-                        conn, request_id, actor, reason or "verified in the console", None, _now()
+                        conn, request_id, actor, reason or "verified in the console", None, now()
                     )
                 elif action == "extend" and reason:
-                    await desk.extend(conn, request_id, actor, reason, _now())
+                    await desk.extend(conn, request_id, actor, reason, now())
                 elif action == "reject" and reason:
-                    await desk.reject(conn, request_id, actor, reason, _now())
+                    await desk.reject(conn, request_id, actor, reason, now())
                 elif action == "complete":
-                    await desk.complete(conn, request_id, actor, reason, _now())
+                    await desk.complete(conn, request_id, actor, reason, now())
                 else:
                     raise ProblemError("A reason is needed." if action in ACTIONS else "Unknown action.")
         except ProblemError as exc:
-            return await _request_page(pool, keys, settings, user, request_id, exc.status_code, exc.detail)
+            return await _requestpage(pool, keys, settings, user, request_id, exc.status_code, exc.detail)
         return Redirect(f"/console/requests/{request_id}", status_code=303)
 
     @get("/requests/{request_id:uuid}/receipt")
@@ -258,7 +214,7 @@ class ConsoleController(Controller):
     ) -> Response:
         await signed_in(request, pool, keys)
         async with pool.acquire() as conn:
-            row = await request_store.get(conn, request_id, _now().date())
+            row = await request_store.get(conn, request_id, now().date())
             if row is None or row.request.status not in ("completed", "rejected"):
                 return Response("No receipt for this request.", status_code=404, media_type="text/plain")
             signed = await documents.receipt(conn, row, signer)
@@ -280,7 +236,7 @@ def _allowed(action: str, request: RequestView) -> bool:
     return True
 
 
-async def _request_page(
+async def _requestpage(
     pool: asyncpg.Pool,
     keys: crypto.Keys,
     settings: Settings,
@@ -290,10 +246,10 @@ async def _request_page(
     error: str | None = None,
 ) -> Template:
     async with pool.acquire() as conn:
-        found: RequestView | None = await request_store.detailed(conn, keys, request_id, _now().date())
+        found: RequestView | None = await request_store.detailed(conn, keys, request_id, now().date())
     if found is None:
-        return _page("console/queue.html", settings, user, 404, requests=[], statuses=STATUSES, status=None)
-    return _page(
+        return page("console/queue.html", settings, user, 404, requests=[], statuses=STATUSES, status=None)
+    return page(
         "console/request.html",
         settings,
         user,

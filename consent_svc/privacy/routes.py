@@ -14,19 +14,18 @@ import asyncpg
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.enums import RequestEncodingType
-from litestar.params import Body, FromPath
+from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
 from consent_svc import crypto
 from consent_svc.consents.types import Identifier
+from consent_svc.console.pages import Form, brand
 from consent_svc.errors import ProblemError
 from consent_svc.requests import public
 from consent_svc.requests.desk import Desk
 from consent_svc.requests.types import PublicRequestIn, RequestSubject
 from consent_svc.settings import Settings
 
-Form = Body(media_type=RequestEncodingType.URL_ENCODED)
 CHOICES = (
     ("access", "See what you hold about me"),
     ("portability", "Give me a copy of my data"),
@@ -80,16 +79,10 @@ class CodeForm(msgspec.Struct):
 
 
 def _page(name: str, request: Request, settings: Settings, status: int = 200, **context) -> Template:
-    brand = {
-        "name": settings.brand_name,
-        "contact": settings.brand_contact,
-        "notice_url": settings.brand_notice_url,
-        "color": settings.brand_color,
-    }
     gpc = request.headers.get("sec-gpc", "").strip() == "1"
     return Template(
         template_name=name,
-        context={"brand": brand, "gpc": gpc, "regions": REGIONS, "choices": CHOICES, **context},
+        context={"brand": brand(settings), "gpc": gpc, "regions": REGIONS, "choices": CHOICES, **context},
         status_code=status,
     )
 
