@@ -33,6 +33,7 @@ from consent_svc.consents.ledger import RecordRules
 from consent_svc.consents.routes import ConsentController
 from consent_svc.console.pages import SignInRequired, sign_in_redirect
 from consent_svc.console.routes import ConsoleController
+from consent_svc.console.trail import TrailController
 from consent_svc.decisions.decider import Decider
 from consent_svc.decisions.engine import Rulebook
 from consent_svc.decisions.routes import DecisionController
@@ -186,7 +187,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     ]
     console = Router(
         "/",
-        route_handlers=[ConsoleController],
+        route_handlers=[ConsoleController, TrailController],
         middleware=[csrf],
         response_headers=html_headers,
         exception_handlers={SignInRequired: sign_in_redirect},

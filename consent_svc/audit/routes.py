@@ -196,7 +196,7 @@ class AuditController(Controller):
             checkpoint = await integrator.checkpoint()
         except ChainBroken as exc:
             raise broken(exc) from None
-        lines = _csv_lines if as_csv else _ndjson_lines
+        lines = csv_lines if as_csv else ndjson_lines
         return NegotiatedStream(
             lines(Export(pool, signer, export_slots), where, checkpoint),
             media_type=CSV if as_csv else NDJSON,
@@ -330,7 +330,7 @@ def _export_end(
     )
 
 
-async def _ndjson_lines(
+async def ndjson_lines(
     export: Export, where: AuditFilter, checkpoint: Checkpoint | None
 ) -> AsyncIterator[bytes]:
     encoder = msgspec.json.Encoder()
@@ -344,7 +344,7 @@ async def _ndjson_lines(
     yield encoder.encode(_export_end(export.signer, where, checkpoint, count, digest.digest())) + b"\n"
 
 
-async def _csv_lines(
+async def csv_lines(
     export: Export, where: AuditFilter, checkpoint: Checkpoint | None
 ) -> AsyncIterator[bytes]:
     """The NDJSON line's fields as columns (payload as its JSON text, proof as space-separated base64); the

@@ -141,3 +141,38 @@ def test_legal_staff_sign_in_and_work_the_queue(service, page):
     expect(page.get_by_role("cell", name="called the customer back")).to_be_visible()
     shot(page, "console-request")
     assert "moss" not in page.content()
+
+    # The audit trail: find a subject by an identifier typed into a form, open a decision, export.
+    writer = service.key("consents:write", "decisions:check")
+    ident = {"identifiers": [{"type": "email", "value": "fern@example.com"}]}
+    record = {
+        "subject": ident,
+        "purpose": "analytics",
+        "status": "withdrawn",
+        "collected_at": "2026-11-01T10:00:00Z",
+        "region": "FR",
+        "source": {"system": "shop-web", "notice": {"id": "cookies", "version": "3"}},
+    }
+    assert service.call("POST", "/v1/consents", {"records": [record]}, key=writer)[0] == 201
+    assert (
+        service.call(
+            "POST", "/v1/decisions", {"subject": ident, "purpose": "analytics", "region": "FR"}, key=writer
+        )[0]
+        == 200
+    )
+    page.get_by_role("link", name="Audit trail").click()
+    page.get_by_label("Identifier", exact=True).fill("fern@example.com")
+    page.get_by_role("button", name="Open their timeline").click()
+    expect(page.get_by_role("heading", name="Timeline (oldest first)")).to_be_visible()
+    assert "fern" not in page.url
+    shot(page, "console-subject-timeline")
+    page.get_by_role("link", name="decision.made").click()
+    expect(page.locator("#explanation")).to_contain_text("Denied because")
+    shot(page, "console-decision")
+    page.get_by_role("link", name="Audit trail").click()
+    with page.expect_download() as download:
+        page.get_by_role("link", name="CSV").click()
+    assert download.value.suggested_filename == "audit.csv"
+    page.get_by_role("button", name="Verify the chain").click()
+    expect(page.locator("#result")).to_contain_text("Verifies")
+    shot(page, "console-chain-verified")

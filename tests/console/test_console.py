@@ -188,3 +188,49 @@ async def test_do_not_sell_needs_no_code(client, admin):
         "region": "US-CA",
     }
     assert (await client.post("/v1/decisions", json=check, headers=admin)).json()["allowed"] is False
+
+
+async def test_legal_find_a_subject_by_identifier_open_a_decision_and_export(client, person, admin):
+    await person("legal")
+    records = {
+        "records": [
+            {
+                "subject": {"identifiers": [{"type": "email", "value": "kim@example.com"}]},
+                "purpose": "analytics",
+                "status": "withdrawn",
+                "collected_at": "2026-11-01T10:00:00Z",
+                "region": "DE",
+                "source": {"system": "shop-web", "notice": {"id": "n", "version": "7"}},
+            }
+        ]
+    }
+    assert (await client.post("/v1/consents", json=records, headers=admin)).status_code == 201
+    check = {
+        "subject": {"identifiers": [{"type": "email", "value": "kim@example.com"}]},
+        "purpose": "analytics",
+        "region": "DE",
+    }
+    decision = (await client.post("/v1/decisions", json=check, headers=admin)).json()
+    await sign_in(client)
+    search = await client.get("/console/audit")
+    found = await client.post(
+        "/console/subjects/find",
+        data={"kind": "email", "value": "kim@example.com", "_csrf_token": csrf_of(search.text)},
+        follow_redirects=False,
+    )
+    assert found.status_code == 303 and "kim" not in found.headers["location"]
+    timeline = await client.get(found.headers["location"])
+    assert "k***@e***.com" in timeline.text and "kim@example.com" not in timeline.text
+    assert decision["decision_id"] in timeline.text and "withdrawn" in timeline.text
+    page = await client.get(f"/console/decisions/{decision['decision_id']}")
+    assert "Denied because" in page.text and decision["policy"]["version"] in page.text
+    subject_id = found.headers["location"].rsplit("/", 1)[1]
+    export = await client.get(f"/console/audit/export?format=csv&subject={subject_id}")
+    assert export.status_code == 200 and export.text.count("\n") >= 3  # header, two entries, checkpoint
+    missing = await client.post(
+        "/console/subjects/find",
+        data={"kind": "email", "value": "nobody@example.com", "_csrf_token": csrf_of(search.text)},
+    )
+    assert missing.status_code == 404
+    verified = await client.post("/console/audit/verify", data={"_csrf_token": csrf_of(search.text)})
+    assert verified.status_code == 200 and "Verifies" in verified.text

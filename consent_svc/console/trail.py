@@ -1,0 +1,221 @@
+"""The console's audit trail: search, a subject's timeline, a decision explained, exports, chain verification.
+
+A subject is found by an identifier typed into a form (POST): the identifier never enters a URL; pages name
+the subject by its pseudonymous id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+import asyncpg
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery
+from litestar.response import Redirect, Stream, Template
+
+from consent_svc import crypto
+from consent_svc.audit import store as audit_store
+from consent_svc.audit.integrator import Integrator
+from consent_svc.audit.routes import Export, csv_lines, ndjson_lines
+from consent_svc.audit.store import AuditFilter
+from consent_svc.audit.verify import verify
+from consent_svc.consents import store as consent_store
+from consent_svc.consents.ledger import RecordRules, hash_identifiers
+from consent_svc.consents.types import Identifier
+from consent_svc.console.pages import Form, page, signed_in
+from consent_svc.decisions.decider import Decider
+from consent_svc.errors import ProblemError
+from consent_svc.settings import Settings
+
+PAGE = 100
+RECENT_VERIFIED = 1000  # entries re-hashed by the verify button; `consent-svc audit verify` checks them all
+OUTCOMES = ("", "allowed", "denied", "granted", "withdrawn", "completed", "rejected")
+
+
+class SubjectForm(msgspec.Struct):
+    kind: str = "email"
+    value: str = ""
+
+
+def _filter(
+    action: str | None, outcome: str | None, since: str | None, until: str | None, subject: UUID | None
+) -> AuditFilter:
+    def when(text: str | None) -> datetime | None:
+        if not text:
+            return None
+        try:
+            value = datetime.fromisoformat(text if "T" in text else text + "T00:00:00+00:00")
+        except ValueError:
+            return None
+        return value if value.tzinfo is not None and 1900 < value.year < 3000 else None
+
+    return AuditFilter(
+        subject_id=subject,
+        action=(action or "")[:200] or None,
+        outcome=(outcome or "")[:200] or None,
+        since=when(since),
+        until=when(until),
+    )
+
+
+class TrailController(Controller):
+    path = "/console"
+    include_in_schema = False
+
+    @get("/audit")
+    async def search(
+        self,
+        request: Request,
+        pool: NamedDependency[asyncpg.Pool],
+        keys: NamedDependency[crypto.Keys],
+        settings: NamedDependency[Settings],
+        action: FromQuery[str | None] = None,
+        outcome: FromQuery[str | None] = None,
+        since: FromQuery[str | None] = None,
+        until: FromQuery[str | None] = None,
+        subject: FromQuery[UUID | None] = None,
+    ) -> Template:
+        user = await signed_in(request, pool, keys)
+        if not user.may("audit:read"):
+            return page(
+                "console/audit.html", settings, user, 403, entries=[], error="Your role cannot read the log."
+            )
+        where = _filter(action, outcome, since, until, subject)
+        async with pool.acquire() as conn:
+            entries, _ = await audit_store.search(conn, where, None, PAGE)
+        query = request.url.query or ""
+        return page(
+            "console/audit.html", settings, user, entries=entries, where=where, query=query, outcomes=OUTCOMES
+        )
+
+    @post("/subjects/find", status_code=303)
+    async def find_subject(
+        self,
+        request: Request,
+        data: Annotated[SubjectForm, Form],
+        pool: NamedDependency[asyncpg.Pool],
+        keys: NamedDependency[crypto.Keys],
+        rules: NamedDependency[RecordRules],
+        settings: NamedDependency[Settings],
+    ) -> Response:
+        user = await signed_in(request, pool, keys)
+        try:
+            identifier = msgspec.convert(
+                {"type": data.kind, "value": data.value.strip()[:320] or "-"}, Identifier
+            )
+        except msgspec.ValidationError:
+            identifier = None
+        hashed, errors = (
+            hash_identifiers([identifier], rules.lookup_hash, "value") if identifier else ([], [1])
+        )
+        found = set()
+        if not errors:
+            async with pool.acquire() as conn:
+                found = set(
+                    (await consent_store.subjects_by_hash(conn, [h for (_, _, h) in hashed])).values()
+                )
+        if len(found) != 1:
+            return page(
+                "console/audit.html",
+                settings,
+                user,
+                404,
+                entries=[],
+                where=AuditFilter(),
+                query="",
+                outcomes=OUTCOMES,
+                error="No subject has this identifier." if not errors else "That is not a valid identifier.",
+            )
+        return Redirect(f"/console/subjects/{found.pop()}", status_code=303)
+
+    @get("/subjects/{subject_id:uuid}")
+    async def subject(
+        self,
+        request: Request,
+        subject_id: FromPath[UUID],
+        pool: NamedDependency[asyncpg.Pool],
+        keys: NamedDependency[crypto.Keys],
+        settings: NamedDependency[Settings],
+    ) -> Template:
+        user = await signed_in(request, pool, keys)
+        async with pool.acquire() as conn:
+            view = await consent_store.subject_view(conn, keys, subject_id)
+            entries, _ = await audit_store.search(
+                conn, AuditFilter(subject_id=subject_id), None, 500, oldest_first=True
+            )
+        return page(
+            "console/subject.html",
+            settings,
+            user,
+            200 if view else 404,
+            view=view,
+            entries=entries,
+            subject_id=subject_id,
+        )
+
+    @get("/decisions/{decision_id:uuid}")
+    async def decision(
+        self,
+        request: Request,
+        decision_id: FromPath[UUID],
+        pool: NamedDependency[asyncpg.Pool],
+        keys: NamedDependency[crypto.Keys],
+        decider: NamedDependency[Decider],
+        settings: NamedDependency[Settings],
+    ) -> Template:
+        user = await signed_in(request, pool, keys)
+        try:
+            found = await decider.recorded(decision_id)
+        except ProblemError:
+            found = None
+        return page("console/decision.html", settings, user, 200 if found else 404, d=found)
+
+    @get("/audit/export")
+    async def export(
+        self,
+        request: Request,
+        pool: NamedDependency[asyncpg.Pool],
+        keys: NamedDependency[crypto.Keys],
+        integrator: NamedDependency[Integrator],
+        signer: NamedDependency[crypto.Signer],
+        export_slots: NamedDependency[asyncio.Semaphore],
+        format: FromQuery[str] = "ndjson",
+        action: FromQuery[str | None] = None,
+        outcome: FromQuery[str | None] = None,
+        since: FromQuery[str | None] = None,
+        until: FromQuery[str | None] = None,
+        subject: FromQuery[UUID | None] = None,
+    ) -> Stream:
+        user = await signed_in(request, pool, keys)
+        if not user.may("audit:read"):
+            raise ProblemError("Your role cannot read the log.", status=403)
+        where = _filter(action, outcome, since, until, subject)
+        checkpoint = await integrator.checkpoint()
+        as_csv = format == "csv"
+        lines = csv_lines if as_csv else ndjson_lines
+        return Stream(
+            lines(Export(pool, signer, export_slots), where, checkpoint),
+            media_type="text/csv" if as_csv else "application/x-ndjson",
+            headers={"Content-Disposition": f'attachment; filename="audit.{"csv" if as_csv else "ndjson"}"'},
+        )
+
+    @post("/audit/verify")
+    async def verify_chain(
+        self,
+        request: Request,
+        pool: NamedDependency[asyncpg.Pool],
+        keys: NamedDependency[crypto.Keys],
+        signer: NamedDependency[crypto.Signer],
+        settings: NamedDependency[Settings],
+    ) -> Template:
+        user = await signed_in(request, pool, keys)
+        async with pool.acquire() as conn:
+            latest = await audit_store.latest_checkpoint(conn)
+            start = max(1, latest.tree_size - RECENT_VERIFIED + 1) if latest else 1
+            report = await verify(conn, {signer.key_id: signer.public_key}, from_seq=start)
+        return page("console/verify.html", settings, user, latest=latest, report=report, start=start)
