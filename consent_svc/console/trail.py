@@ -27,9 +27,12 @@ from consent_svc.audit.verify import verify
 from consent_svc.consents import store as consent_store
 from consent_svc.consents.ledger import RecordRules, hash_identifiers
 from consent_svc.consents.types import Identifier
-from consent_svc.console.pages import Form, page, signed_in
+from consent_svc.console.pages import Form, now, page, signed_in
 from consent_svc.decisions.decider import Decider
+from consent_svc.decisions.engine import Rulebook
 from consent_svc.errors import ProblemError
+from consent_svc.policies import store as policy_store
+from consent_svc.policies.types import Policies
 from consent_svc.settings import Settings
 
 PAGE = 100
@@ -219,3 +222,34 @@ class TrailController(Controller):
             start = max(1, latest.tree_size - RECENT_VERIFIED + 1) if latest else 1
             report = await verify(conn, {signer.key_id: signer.public_key}, from_seq=start)
         return page("console/verify.html", settings, user, latest=latest, report=report, start=start)
+
+    @get("/policies")
+    async def policies_page(
+        self,
+        request: Request,
+        pool: NamedDependency[asyncpg.Pool],
+        keys: NamedDependency[crypto.Keys],
+        policies: NamedDependency[Policies],
+        settings: NamedDependency[Settings],
+    ) -> Template:
+        user = await signed_in(request, pool, keys)
+        async with pool.acquire() as conn:
+            past = await policy_store.versions(conn)
+        book = Rulebook(policies)
+        today = now().date()
+        purposes = [p.id for p in policies.purposes.purposes]
+        rows = []
+        for regime_id in sorted(policies.regimes):
+            regime = policies.regimes[regime_id]
+            regions = sorted(code for code, rid in policies.region_regime.items() if rid == regime_id)
+            models = [book.rule(regime, purpose, today).model for purpose in purposes]
+            rows.append((regime, regions, models))
+        return page(
+            "console/policies.html",
+            settings,
+            user,
+            version=policies.version,
+            purposes=purposes,
+            rows=rows,
+            past=past,
+        )

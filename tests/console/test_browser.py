@@ -176,3 +176,6 @@ def test_legal_staff_sign_in_and_work_the_queue(service, page):
     page.get_by_role("button", name="Verify the chain").click()
     expect(page.locator("#result")).to_contain_text("Verifies")
     shot(page, "console-chain-verified")
+    page.get_by_role("link", name="Policies").click()
+    expect(page.locator("#policy-version")).not_to_be_empty()
+    shot(page, "console-policies")

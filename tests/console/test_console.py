@@ -234,3 +234,14 @@ async def test_legal_find_a_subject_by_identifier_open_a_decision_and_export(cli
     assert missing.status_code == 404
     verified = await client.post("/console/audit/verify", data={"_csrf_token": csrf_of(search.text)})
     assert verified.status_code == 200 and "Verifies" in verified.text
+
+
+async def test_the_policies_page_shows_the_version_in_force_and_each_model(client, person):
+    await person("legal")
+    await sign_in(client)
+    page = await client.get("/console/policies")
+    assert page.status_code == 200
+    version = re.search(r'id="policy-version">([^<]+)<', page.text).group(1)
+    shown = await client.get("/v1/policies", headers={})  # the API needs a key; the page needs only a session
+    assert shown.status_code == 401
+    assert version.startswith("2026-") and "California CCPA/CPRA" in page.text and "opt out" in page.text
