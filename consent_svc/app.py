@@ -31,6 +31,7 @@ from consent_svc.audit.routes import AuditController
 from consent_svc.auth import KeyRing, RequireScope
 from consent_svc.consents.ledger import RecordRules
 from consent_svc.consents.routes import ConsentController
+from consent_svc.console import users as console_users
 from consent_svc.console.pages import SignInRequired, sign_in_redirect
 from consent_svc.console.routes import ConsoleController
 from consent_svc.console.trail import TrailController
@@ -41,6 +42,7 @@ from consent_svc.health import HealthController
 from consent_svc.policies import store as policy_store
 from consent_svc.policies.load import load_policies
 from consent_svc.policies.routes import PolicyController
+from consent_svc.privacy import preferences
 from consent_svc.privacy.routes import PrivacyCenterController
 from consent_svc.requests import verification
 from consent_svc.requests.desk import Desk
@@ -72,6 +74,8 @@ async def _housekeeping(pool: asyncpg.Pool, settings: Settings, desk: Desk) -> N
                 await events.delete_expired(conn, settings.webhook_retention_days)
                 await conn.execute("SELECT ensure_audit_partitions($1)", PARTITION_MONTHS_AHEAD)
                 await verification.delete_old_windows(conn, datetime.now(UTC))
+                await console_users.delete_expired_sessions(conn, datetime.now(UTC))
+                await preferences.delete_expired(conn, datetime.now(UTC))
                 async with conn.transaction():
                     await desk.announce_deadlines(conn, datetime.now(UTC))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

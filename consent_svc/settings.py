@@ -63,6 +63,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """How customers reach the privacy team (shown on every privacy center page)."""
     brand_notice_url: Annotated[str, msgspec.Meta(max_length=500)] = "https://example.com/privacy-notice"
     """The privacy notice the privacy center links to."""
+    brand_notice_version: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] = "1"
+    """The version of the privacy notice the preference center shows: recorded with every choice made there."""
     brand_color: Annotated[str, msgspec.Meta(pattern=r"^#[0-9a-fA-F]{6}$")] = "#1d4f91"
     """The accent colour of both sites (links, buttons); keep it dark enough for white text (WCAG AA)."""
     policies_dir: str = DEFAULT_POLICIES_DIR

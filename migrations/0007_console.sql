@@ -23,3 +23,16 @@ CREATE TABLE console_sessions (
     expires_at   timestamptz NOT NULL
 );
 CREATE INDEX console_sessions_by_user ON console_sessions (user_id);
+
+-- The preference center: a customer proves an identifier with a one-time code, then sees and changes their
+-- choices for a while. The cookie holds a random token; the identifier is sealed, the code a keyed hash.
+CREATE TABLE privacy_sessions (
+    token_hash     bytea PRIMARY KEY,
+    lookup_hash    bytea NOT NULL,
+    identifier_enc bytea NOT NULL,
+    region         text NOT NULL,
+    code_hash      bytea NOT NULL,
+    attempts       integer NOT NULL DEFAULT 0,
+    verified_at    timestamptz,
+    expires_at     timestamptz NOT NULL
+);

@@ -18,9 +18,21 @@ from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
 from consent_svc import crypto
-from consent_svc.consents.types import Identifier
+from consent_svc.consents import store as consent_store
+from consent_svc.consents.ledger import RecordRules, hash_identifiers, prepare_batch, record_batch
+from consent_svc.consents.types import (
+    ConsentBatch,
+    ConsentRecordIn,
+    Identifier,
+    Notice,
+    Source,
+    SubjectIdentifiers,
+)
 from consent_svc.console.pages import Form, brand
 from consent_svc.errors import ProblemError
+from consent_svc.policies.load import canonical_region
+from consent_svc.policies.types import Policies
+from consent_svc.privacy import preferences
 from consent_svc.requests import public
 from consent_svc.requests.desk import Desk
 from consent_svc.requests.types import PublicRequestIn, RequestSubject
@@ -76,6 +88,16 @@ class RequestForm(msgspec.Struct):
 
 class CodeForm(msgspec.Struct):
     code: str = ""
+
+
+class IdentifierForm(msgspec.Struct):
+    kind: str = "email"
+    value: str = ""
+    region: str = "ZZ"
+
+
+SESSION_COOKIE = "consent_privacy"
+SHOWN_STATES = {"granted": "allowed", "denied": "not allowed", "withdrawn": "not allowed"}
 
 
 def _page(name: str, request: Request, settings: Settings, status: int = 200, **context) -> Template:
@@ -163,6 +185,163 @@ class PrivacyCenterController(Controller):
             return await _status_page(request, pool, settings, request_id, exc.status_code, _plain(exc))
         return Redirect(f"/privacy/requests/{request_id}", status_code=303)
 
+    @get("/preferences")
+    async def preferences_start(self, request: Request, settings: NamedDependency[Settings]) -> Template:
+        return _page("privacy/preferences_start.html", request, settings)
+
+    @post("/preferences", status_code=303)
+    async def preferences_code_sent(
+        self,
+        request: Request,
+        data: Annotated[IdentifierForm, Form],
+        pool: NamedDependency[asyncpg.Pool],
+        keys: NamedDependency[crypto.Keys],
+        rules: NamedDependency[RecordRules],
+        settings: NamedDependency[Settings],
+    ) -> Response:
+        region = canonical_region(data.region[:6]) or "ZZ"
+        try:
+            identifier = msgspec.convert(
+                {"type": data.kind, "value": data.value.strip()[:320] or "-"}, Identifier
+            )
+        except msgspec.ValidationError:
+            identifier = None
+        hashed, errors = (
+            hash_identifiers([identifier], rules.lookup_hash, "value") if identifier else ([], [1])
+        )
+        if errors:
+            return _page(
+                "privacy/preferences_start.html", request, settings, 422, error="Please check what you typed."
+            )
+        (kind, value, lookup_hash) = hashed[0]
+        now = public.now()
+        try:
+            await public.limit(
+                pool,
+                keys,
+                [
+                    (public.client_address(request), settings.public_rate_per_address),
+                    (b"identifier\0" + lookup_hash, settings.public_rate_per_identifier),
+                ],
+                now,
+            )
+        except ProblemError as exc:
+            return _page(
+                "privacy/preferences_start.html", request, settings, exc.status_code, error=_plain(exc)
+            )
+        async with pool.acquire() as conn, conn.transaction():
+            token = await preferences.start(conn, keys, kind, value, lookup_hash, region, now)
+        response = Redirect("/privacy/preferences/code", status_code=303)
+        response.set_cookie(
+            SESSION_COOKIE,
+            token,
+            path="/privacy/preferences",
+            httponly=True,
+            secure=settings.production,
+            samesite="strict",
+            max_age=int(preferences.LIFETIME.total_seconds()),
+        )
+        return response
+
+    @get("/preferences/code")
+    async def preferences_code(self, request: Request, settings: NamedDependency[Settings]) -> Template:
+        return _page("privacy/preferences_code.html", request, settings, code_minutes=30)
+
+    @post("/preferences/code", status_code=303)
+    async def preferences_verify(
+        self,
+        request: Request,
+        data: Annotated[CodeForm, Form],
+        pool: NamedDependency[asyncpg.Pool],
+        keys: NamedDependency[crypto.Keys],
+        settings: NamedDependency[Settings],
+    ) -> Response:
+        token = request.cookies.get(SESSION_COOKIE, "")[:100]
+        async with pool.acquire() as conn, conn.transaction():
+            left = await preferences.check_code(conn, keys, token, data.code[:32] or "-", public.now())
+        if left is None:
+            return Redirect("/privacy/preferences/choices", status_code=303)
+        error = (
+            f"That is not the code we sent ({left} tries left)."
+            if left
+            else "This code can no longer be used. Please start again for a new one."
+        )
+        return _page(
+            "privacy/preferences_code.html",
+            request,
+            settings,
+            422 if left else 409,
+            error=error,
+            code_minutes=30,
+        )
+
+    @get("/preferences/choices")
+    async def preferences_choices(
+        self,
+        request: Request,
+        pool: NamedDependency[asyncpg.Pool],
+        keys: NamedDependency[crypto.Keys],
+        policies: NamedDependency[Policies],
+        settings: NamedDependency[Settings],
+    ) -> Response:
+        session = await _preference_session(request, pool, keys)
+        if session is None:
+            return Redirect("/privacy/preferences", status_code=303)
+        return await _choices_page(request, pool, keys, policies, settings, session)
+
+    @post("/preferences/choices", status_code=303)
+    async def preferences_save(
+        self,
+        request: Request,
+        pool: NamedDependency[asyncpg.Pool],
+        keys: NamedDependency[crypto.Keys],
+        rules: NamedDependency[RecordRules],
+        policies: NamedDependency[Policies],
+        settings: NamedDependency[Settings],
+    ) -> Response:
+        session = await _preference_session(request, pool, keys)
+        if session is None:
+            return Redirect("/privacy/preferences", status_code=303)
+        form = await request.form()
+        current = await _current(pool, session)
+        now = public.now()
+        source = Source(
+            system="consent-svc",
+            touchpoint="preference_center",
+            method="form",
+            notice=Notice(id="privacy-notice", version=settings.brand_notice_version),
+        )
+        records = []
+        for purpose in _purposes(policies):
+            chosen = form.get(f"purpose-{purpose.id}")
+            if chosen not in ("granted", "withdrawn"):
+                continue
+            shown = SHOWN_STATES.get(current.get(purpose.id, ""), "")
+            if shown == SHOWN_STATES[chosen]:
+                continue  # unchanged: nothing to record
+            records.append(
+                ConsentRecordIn(
+                    subject=SubjectIdentifiers(
+                        identifiers=[Identifier(type=session.kind, value=session.value)]
+                    ),
+                    purpose=purpose.id,
+                    status=chosen,  # type: ignore[arg-type]
+                    collected_at=now,
+                    region=session.region,
+                    source=source,
+                )
+            )
+        saved = len(records)
+        if records:
+            try:
+                prepared = prepare_batch(ConsentBatch(records=records), rules, now)
+                await record_batch(pool, keys, prepared, "privacy-center")
+            except ProblemError as exc:
+                return await _choices_page(
+                    request, pool, keys, policies, settings, session, exc.status_code, _plain(exc)
+                )
+        return await _choices_page(request, pool, keys, policies, settings, session, saved=saved)
+
 
 async def _status_page(
     request: Request,
@@ -186,4 +365,55 @@ async def _status_page(
         status_words=STATUS_WORDS[found.status],
         code_minutes=settings.public_code_minutes,
         error=error,
+    )
+
+
+def _purposes(policies: Policies) -> list:
+    return [p for p in policies.purposes.purposes if p.id != "strictly_necessary"]
+
+
+async def _preference_session(
+    request: Request, pool: asyncpg.Pool, keys: crypto.Keys
+) -> preferences.Session | None:
+    token = request.cookies.get(SESSION_COOKIE, "")[:100]
+    if not token:
+        return None
+    async with pool.acquire() as conn:
+        found = await preferences.get(conn, keys, token, public.now())
+    return found if found is not None and found.verified else None
+
+
+async def _current(pool: asyncpg.Pool, session: preferences.Session) -> dict[str, str]:
+    async with pool.acquire() as conn:
+        subjects = await consent_store.subjects_by_hash(conn, [session.lookup_hash])
+        if not subjects:
+            return {}
+        rows = await conn.fetch(
+            "SELECT purpose, status FROM consent_state WHERE subject_id = $1", next(iter(subjects.values()))
+        )
+    return {row["purpose"]: row["status"] for row in rows}
+
+
+async def _choices_page(
+    request: Request,
+    pool: asyncpg.Pool,
+    keys: crypto.Keys,
+    policies: Policies,
+    settings: Settings,
+    session: preferences.Session,
+    status: int = 200,
+    error: str | None = None,
+    saved: int | None = None,
+) -> Template:
+    current = await _current(pool, session)
+    rows = [(p, SHOWN_STATES.get(current.get(p.id, ""), "not chosen yet")) for p in _purposes(policies)]
+    return _page(
+        "privacy/preferences_choices.html",
+        request,
+        settings,
+        status,
+        rows=rows,
+        error=error,
+        saved=saved,
+        notice_version=settings.brand_notice_version,
     )

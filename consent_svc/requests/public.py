@@ -60,11 +60,11 @@ class TooManyRequests(ProblemError):
         super().__init__(detail, headers={"Retry-After": RETRY_AFTER})
 
 
-def _now() -> datetime:
+def now() -> datetime:
     return datetime.now(UTC)
 
 
-async def _limit(
+async def limit(
     pool: asyncpg.Pool, keys: crypto.Keys, buckets: list[tuple[bytes, int]], now: datetime
 ) -> None:
     """Counted in their own transaction, before anything else: a refused or invalid request still counts."""
@@ -90,20 +90,20 @@ async def submit(
 ) -> PublicRequestAccepted:
     """A customer's request, from the API or the privacy center: the same answer whether or not the identifiers
     are known."""
-    now = _now()
-    await _limit(pool, keys, [(address, settings.public_rate_per_address)], now)
+    at = now()
+    await limit(pool, keys, [(address, settings.public_rate_per_address)], at)
     hashed, errors = hash_identifiers(data.subject.identifiers, desk.rules.lookup_hash, "subject.identifiers")
     if errors:
         raise InvalidInput(f"{errors[0].field}: {errors[0].message}", errors=errors)
-    await _limit(
-        pool, keys, [(b"identifier\0" + h, settings.public_rate_per_identifier) for (_, _, h) in hashed], now
+    await limit(
+        pool, keys, [(b"identifier\0" + h, settings.public_rate_per_identifier) for (_, _, h) in hashed], at
     )
     async with pool.acquire() as conn, conn.transaction():
-        request_id, _ = await desk.intake(conn, data, "public", "web", now)
-        row = await request_store.get(conn, request_id, now.date())
+        request_id, _ = await desk.intake(conn, data, "public", "web", at)
+        row = await request_store.get(conn, request_id, at.date())
         assert row is not None
         if row.request.status == "verifying":
-            await _send_code(conn, keys, settings, row, now)
+            await _send_code(conn, keys, settings, row, at)
     return PublicRequestAccepted(
         id=row.request.id,
         type=row.request.type,
@@ -128,14 +128,14 @@ async def confirm(
     address: bytes,
 ) -> PublicRequestStatus:
     """Check a one-time code; the request is then verified (and a deletion carried out)."""
-    now = _now()
-    await _limit(pool, keys, [(address, settings.public_rate_per_address)], now)
+    at = now()
+    await limit(pool, keys, [(address, settings.public_rate_per_address)], at)
     async with pool.acquire() as conn, conn.transaction():
         outcome, left = await verification.check_code(
-            conn, keys, request_id, code, settings.public_code_attempts, now
+            conn, keys, request_id, code, settings.public_code_attempts, at
         )
         if outcome is CodeCheck.OK:
-            await desk.verify(conn, request_id, "public", "one-time code sent to the requester", None, now)
+            await desk.verify(conn, request_id, "public", "one-time code sent to the requester", None, at)
     # Outside the transaction: a wrong try is counted (committed) before the answer says so.
     if outcome is CodeCheck.NONE:
         raise NotFound("No request waits for a code under this id.")
@@ -232,7 +232,7 @@ class PublicRequestController(Controller):
             raise Gone("This link is not valid, was used already, or has expired.", title="Link not valid")
         async with pool.acquire() as conn, conn.transaction():
             request_id = await verification.use_link(conn, keys, token)
-            row = await request_store.get(conn, request_id, _now().date()) if request_id else None
+            row = await request_store.get(conn, request_id, now().date()) if request_id else None
             if row is None or row.wrapped_key is None:
                 raise Gone(
                     "This link is not valid, was used already, or has expired.", title="Link not valid"
@@ -242,7 +242,7 @@ class PublicRequestController(Controller):
 
 async def status(pool: asyncpg.Pool, request_id: UUID) -> PublicRequestStatus:
     async with pool.acquire() as conn:
-        row = await request_store.get(conn, request_id, _now().date())
+        row = await request_store.get(conn, request_id, now().date())
     if row is None:
         raise NotFound("No such request.")
     r = row.request

@@ -69,6 +69,16 @@ def code_from(receiver: Receiver, request_id: str, timeout: float = 20) -> str:
     raise AssertionError("no verification code was delivered")
 
 
+def preference_code_from(receiver: Receiver, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for event in receiver.events():
+            if event["data"].get("type") == "preferences":
+                return event["data"]["code"]
+        time.sleep(0.1)
+    raise AssertionError("no preference center code was delivered")
+
+
 def test_a_customer_deletes_their_data_with_the_code_they_were_sent(service, page):
     manager = service.key("webhooks:manage")
     receiver = Receiver()
@@ -97,6 +107,20 @@ def test_a_customer_deletes_their_data_with_the_code_they_were_sent(service, pag
         page.get_by_role("button", name="Confirm").click()
         expect(page.locator("#status")).to_have_text("Done")
         shot(page, "privacy-request-done")
+
+        # The preference center: a code, then each purpose in plain words, changed as consent records.
+        page.get_by_role("link", name="Your choices").click()
+        page.get_by_label("Your e-mail address or phone number").fill("brook@example.com")
+        page.get_by_label("Where do you live?").select_option("FR")
+        page.get_by_role("button", name="Send me a code").click()
+        page.get_by_label("One-time code").fill(preference_code_from(receiver))
+        page.get_by_role("button", name="Confirm").click()
+        expect(page.get_by_role("heading", name="Your choices")).to_be_visible()
+        page.locator('input[name="purpose-analytics"][value="granted"]').check()
+        page.get_by_role("button", name="Save my choices").click()
+        expect(page.locator("#saved")).to_contain_text("1 change recorded")
+        expect(page.locator("#state-analytics")).to_have_text("(now: allowed)")
+        shot(page, "privacy-preferences")
     finally:
         receiver.close()
 

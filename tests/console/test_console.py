@@ -11,6 +11,7 @@ import pytest
 
 from consent_svc import crypto
 from consent_svc.console import users
+from consent_svc.webhooks import events
 
 PASSWORD = "correct horse battery staple"
 EMAIL = "lee@legal.example"
@@ -245,3 +246,69 @@ async def test_the_policies_page_shows_the_version_in_force_and_each_model(clien
     shown = await client.get("/v1/policies", headers={})  # the API needs a key; the page needs only a session
     assert shown.status_code == 401
     assert version.startswith("2026-") and "California CCPA/CPRA" in page.text and "opt out" in page.text
+
+
+async def preference_code(conn, settings) -> str:
+    keys = crypto.load_keys(settings)
+    rows = await conn.fetch("SELECT event_id, data FROM outbox WHERE type = 'request.verification_requested'")
+    bodies = [msgspec.json.decode(events.opened(keys, r["event_id"], r["data"], True)) for r in rows]
+    return [b for b in bodies if b["type"] == "preferences"][-1]["code"]
+
+
+async def test_the_preference_center_shows_and_changes_choices_after_a_code(client, conn, settings, admin):
+    write = {
+        "records": [
+            {
+                "subject": {"identifiers": [{"type": "email", "value": "ivy@example.com"}]},
+                "purpose": "email_marketing",
+                "status": "granted",
+                "collected_at": "2026-11-01T10:00:00Z",
+                "region": "DE",
+                "source": {"system": "shop-web"},
+            }
+        ]
+    }
+    assert (await client.post("/v1/consents", json=write, headers=admin)).status_code == 201
+    assert (await client.get("/privacy/preferences/choices", follow_redirects=False)).status_code == 303
+    start = await client.get("/privacy/preferences")
+    sent = await client.post(
+        "/privacy/preferences",
+        data={
+            "kind": "email",
+            "value": "ivy@example.com",
+            "region": "DE",
+            "_csrf_token": csrf_of(start.text),
+        },
+        follow_redirects=False,
+    )
+    assert sent.status_code == 303 and "ivy" not in sent.headers["location"]
+    code_page = await client.get("/privacy/preferences/code")
+    wrong = await client.post(
+        "/privacy/preferences/code", data={"code": "x", "_csrf_token": csrf_of(code_page.text)}
+    )
+    assert wrong.status_code == 422 and "4 tries left" in wrong.text
+    right = await client.post(
+        "/privacy/preferences/code",
+        data={"code": await preference_code(conn, settings), "_csrf_token": csrf_of(code_page.text)},
+    )
+    assert right.status_code == 200 and 'id="state-email_marketing">(now: allowed)' in right.text
+    saved = await client.post(
+        "/privacy/preferences/choices",
+        data={
+            "purpose-email_marketing": "withdrawn",
+            "purpose-analytics": "granted",
+            "_csrf_token": csrf_of(right.text),
+        },
+    )
+    assert (
+        "2 changes recorded" in saved.text and 'id="state-email_marketing">(now: not allowed)' in saved.text
+    )
+    rows = await conn.fetch(
+        "SELECT r.purpose, r.status, s.source FROM consent_records r JOIN consent_sources s USING (source_id) "
+        "WHERE s.source->>'touchpoint' = 'preference_center' ORDER BY r.purpose"
+    )
+    assert [(r["purpose"], r["status"]) for r in rows] == [
+        ("analytics", "granted"),
+        ("email_marketing", "withdrawn"),
+    ]
+    assert all(r["source"]["notice"]["version"] == settings.brand_notice_version for r in rows)
