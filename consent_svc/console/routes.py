@@ -19,7 +19,7 @@ from litestar.response import Redirect, Template
 
 from consent_svc import crypto
 from consent_svc.audit import store as audit_store
-from consent_svc.console import users
+from consent_svc.console import dashboard, users
 from consent_svc.console.pages import COOKIE, Form, now, page, signed_in
 from consent_svc.errors import ProblemError
 from consent_svc.requests import documents, verification
@@ -129,13 +129,24 @@ class ConsoleController(Controller):
             open_requests = await request_store.page(
                 conn, today, None, False, None, None, 500, open_only=True
             )
+            shown = await dashboard.figures(conn, now())
         week = [r for r in open_requests if r.due_at <= today + timedelta(days=7)]
         counts = {
             "overdue": sum(r.overdue for r in open_requests),
             "due_this_week": sum(not r.overdue for r in week),
             "open": len(open_requests),
         }
-        return page("console/dashboard.html", settings, user, counts=counts, requests=week)
+        return page(
+            "console/dashboard.html",
+            settings,
+            user,
+            counts=counts,
+            requests=week,
+            checks_chart=dashboard.stacked_bars(shown.checks, "Consent checks per hour, last 24 hours (UTC)"),
+            consents_chart=dashboard.stacked_bars(shown.consents, "Consent records per day, last 14 days"),
+            reasons=shown.denial_reasons,
+            failing=shown.failing,
+        )
 
     @get("/requests")
     async def queue(

@@ -312,3 +312,20 @@ async def test_the_preference_center_shows_and_changes_choices_after_a_code(clie
         ("email_marketing", "withdrawn"),
     ]
     assert all(r["source"]["notice"]["version"] == settings.brand_notice_version for r in rows)
+
+
+async def test_the_dashboard_charts_checks_by_outcome_and_lists_denial_reasons(client, person, admin):
+    await person("legal")
+    check = {
+        "subject": {"identifiers": [{"type": "email", "value": "zed@example.com"}]},
+        "purpose": "analytics",
+        "region": "DE",
+    }
+    for _ in range(3):
+        assert (await client.post("/v1/decisions", json=check, headers=admin)).status_code == 200
+    await sign_in(client)
+    page = await client.get("/console")
+    assert page.status_code == 200
+    assert page.text.count("<svg") == 2 and 'role="img"' in page.text
+    assert "allowed 0, denied 3" in page.text  # the current hour's bar, in its tooltip
+    assert re.search(r"<td>no consent[^<]*</td><td>3</td>", page.text), "denials by reason"
