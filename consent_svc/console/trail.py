@@ -134,7 +134,13 @@ class TrailController(Controller):
                 outcomes=OUTCOMES,
                 error="No subject has this identifier." if not errors else "That is not a valid identifier.",
             )
-        return Redirect(f"/console/subjects/{found.pop()}", status_code=303)
+        subject_id = found.pop()
+        async with pool.acquire() as conn:
+            entry = audit_store.entry(
+                "console.subject_found", f"user:{user.user_id}", {}, subject_id=subject_id
+            )
+            await audit_store.append(conn, [entry])
+        return Redirect(f"/console/subjects/{subject_id}", status_code=303)
 
     @get("/subjects/{subject_id:uuid}")
     async def subject(
@@ -198,8 +204,12 @@ class TrailController(Controller):
         if not user.may("audit:read"):
             raise ProblemError("Your role cannot read the log.", status=403)
         where = _filter(action, outcome, since, until, subject)
-        checkpoint = await integrator.checkpoint()
         as_csv = format == "csv"
+        async with pool.acquire() as conn:
+            body = {"filter": msgspec.to_builtins(where._asdict()), "format": "csv" if as_csv else "ndjson"}
+            entry = audit_store.entry("console.audit_exported", f"user:{user.user_id}", body)
+            await audit_store.append(conn, [entry])
+        checkpoint = await integrator.checkpoint()
         lines = csv_lines if as_csv else ndjson_lines
         return Stream(
             lines(Export(pool, signer, export_slots), where, checkpoint),

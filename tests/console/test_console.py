@@ -228,6 +228,7 @@ async def test_legal_find_a_subject_by_identifier_open_a_decision_and_export(cli
     subject_id = found.headers["location"].rsplit("/", 1)[1]
     export = await client.get(f"/console/audit/export?format=csv&subject={subject_id}")
     assert export.status_code == 200 and export.text.count("\n") >= 3  # header, two entries, checkpoint
+    assert "console.subject_found" in export.text  # the look-up itself was audited, before the export
     missing = await client.post(
         "/console/subjects/find",
         data={"kind": "email", "value": "nobody@example.com", "_csrf_token": csrf_of(search.text)},
