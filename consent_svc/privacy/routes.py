@@ -97,6 +97,10 @@ class IdentifierForm(msgspec.Struct):
 
 
 SESSION_COOKIE = "consent_privacy"
+ERASED = (
+    "We deleted the data we held about this address at your request, so we cannot record choices for it. "
+    "Please contact us if you want to start again."
+)
 SHOWN_STATES = {"granted": "allowed", "denied": "not allowed", "withdrawn": "not allowed"}
 
 
@@ -337,8 +341,10 @@ class PrivacyCenterController(Controller):
                 prepared = prepare_batch(ConsentBatch(records=records), rules, now)
                 await record_batch(pool, keys, prepared, "privacy-center")
             except ProblemError as exc:
+                # 409: the identifier belongs to a person erased at their request; they are not brought back.
+                error = ERASED if exc.status_code == 409 else _plain(exc)
                 return await _choices_page(
-                    request, pool, keys, policies, settings, session, exc.status_code, _plain(exc)
+                    request, pool, keys, policies, settings, session, exc.status_code, error
                 )
         return await _choices_page(request, pool, keys, policies, settings, session, saved=saved)
 

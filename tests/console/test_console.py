@@ -330,3 +330,39 @@ async def test_the_dashboard_charts_checks_by_outcome_and_lists_denial_reasons(c
     assert page.text.count("<svg") == 2 and 'role="img"' in page.text
     assert "allowed 0, denied 3" in page.text  # the current hour's bar, in its tooltip
     assert re.search(r"<td>no consent[^<]*</td><td>3</td>", page.text), "denials by reason"
+
+
+async def test_an_erased_person_cannot_be_brought_back_through_the_preference_center(
+    client, conn, settings, keys
+):
+    staff = await keys.of("requests:manage")
+    ident = {"identifiers": [{"type": "email", "value": "ash@example.com"}]}
+    made = (
+        await client.post(
+            "/v1/requests",
+            json={"type": "deletion", "subject": ident, "region": "DE", "channel": "web"},
+            headers=staff,
+        )
+    ).json()
+    await client.post(f"/v1/requests/{made['id']}/verify", json={"reason": "checked"}, headers=staff)
+    start = await client.get("/privacy/preferences")
+    await client.post(
+        "/privacy/preferences",
+        data={
+            "kind": "email",
+            "value": "ash@example.com",
+            "region": "DE",
+            "_csrf_token": csrf_of(start.text),
+        },
+    )
+    code_page = await client.get("/privacy/preferences/code")
+    choices = await client.post(
+        "/privacy/preferences/code",
+        data={"code": await preference_code(conn, settings), "_csrf_token": csrf_of(code_page.text)},
+    )
+    refused = await client.post(
+        "/privacy/preferences/choices",
+        data={"purpose-analytics": "granted", "_csrf_token": csrf_of(choices.text)},
+    )
+    assert refused.status_code == 409 and "deleted the data" in refused.text
+    assert await conn.fetchval("SELECT count(*) FROM consent_records") == 0
