@@ -70,6 +70,16 @@ def hash_identifiers(
     return out, errors
 
 
+def hash_typed(kind: str, value: str, lookup_hash: crypto.LookupHasher) -> tuple[str, str, bytes] | None:
+    """One identifier typed into a form: (kind, normalized value, look-up hash), or None if it is not valid."""
+    try:
+        identifier = msgspec.convert({"type": kind, "value": value.strip()[:320] or "-"}, Identifier)
+    except msgspec.ValidationError:
+        return None
+    hashed, errors = hash_identifiers([identifier], lookup_hash, "value")
+    return None if errors else hashed[0]
+
+
 def prepare_record(
     record: ConsentRecordIn, rules: RecordRules, now: datetime, where: str = ""
 ) -> PreparedRecord:

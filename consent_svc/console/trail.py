@@ -25,8 +25,7 @@ from consent_svc.audit.routes import Export, csv_lines, ndjson_lines
 from consent_svc.audit.store import AuditFilter
 from consent_svc.audit.verify import verify
 from consent_svc.consents import store as consent_store
-from consent_svc.consents.ledger import RecordRules, hash_identifiers
-from consent_svc.consents.types import Identifier
+from consent_svc.consents.ledger import RecordRules, hash_typed
 from consent_svc.console.pages import Form, now, page, signed_in
 from consent_svc.decisions.decider import Decider
 from consent_svc.decisions.engine import Rulebook
@@ -107,21 +106,11 @@ class TrailController(Controller):
         settings: NamedDependency[Settings],
     ) -> Response:
         user = await signed_in(request, pool, keys)
-        try:
-            identifier = msgspec.convert(
-                {"type": data.kind, "value": data.value.strip()[:320] or "-"}, Identifier
-            )
-        except msgspec.ValidationError:
-            identifier = None
-        hashed, errors = (
-            hash_identifiers([identifier], rules.lookup_hash, "value") if identifier else ([], [1])
-        )
+        typed = hash_typed(data.kind, data.value, rules.lookup_hash)
         found = set()
-        if not errors:
+        if typed is not None:
             async with pool.acquire() as conn:
-                found = set(
-                    (await consent_store.subjects_by_hash(conn, [h for (_, _, h) in hashed])).values()
-                )
+                found = set((await consent_store.subjects_by_hash(conn, [typed[2]])).values())
         if len(found) != 1:
             return page(
                 "console/audit.html",
@@ -132,7 +121,7 @@ class TrailController(Controller):
                 where=AuditFilter(),
                 query="",
                 outcomes=OUTCOMES,
-                error="No subject has this identifier." if not errors else "That is not a valid identifier.",
+                error="No subject has this identifier." if typed else "That is not a valid identifier.",
             )
         subject_id = found.pop()
         async with pool.acquire() as conn:

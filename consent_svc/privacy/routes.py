@@ -19,7 +19,7 @@ from litestar.response import Redirect, Template
 
 from consent_svc import crypto
 from consent_svc.consents import store as consent_store
-from consent_svc.consents.ledger import RecordRules, hash_identifiers, prepare_batch, record_batch
+from consent_svc.consents.ledger import RecordRules, hash_typed, prepare_batch, record_batch
 from consent_svc.consents.types import (
     ConsentBatch,
     ConsentRecordIn,
@@ -204,20 +204,12 @@ class PrivacyCenterController(Controller):
         settings: NamedDependency[Settings],
     ) -> Response:
         region = canonical_region(data.region[:6]) or "ZZ"
-        try:
-            identifier = msgspec.convert(
-                {"type": data.kind, "value": data.value.strip()[:320] or "-"}, Identifier
-            )
-        except msgspec.ValidationError:
-            identifier = None
-        hashed, errors = (
-            hash_identifiers([identifier], rules.lookup_hash, "value") if identifier else ([], [1])
-        )
-        if errors:
+        typed = hash_typed(data.kind, data.value, rules.lookup_hash)
+        if typed is None:
             return _page(
                 "privacy/preferences_start.html", request, settings, 422, error="Please check what you typed."
             )
-        (kind, value, lookup_hash) = hashed[0]
+        (kind, value, lookup_hash) = typed
         now = public.now()
         try:
             await public.limit(
