@@ -22,11 +22,12 @@ from consent_svc.consents.types import ConsentBatch, ConsentRecordIn, Source, Su
 from consent_svc.consents.types import Identifier as IdentifierIn
 from consent_svc.errors import Conflict, FieldError, InvalidInput, NotFound
 from consent_svc.policies.load import canonical_region
-from consent_svc.policies.types import Policies
+from consent_svc.policies.types import DsarRules, Policies
 from consent_svc.requests import deadlines
 from consent_svc.requests import store as request_store
 from consent_svc.requests import systems as system_store
 from consent_svc.requests.types import PublicRequestIn, RequestIn
+from consent_svc.requests.types import Request as RequestView
 from consent_svc.settings import Settings
 from consent_svc.webhooks import events
 
@@ -337,7 +338,7 @@ class Desk:
 
     # -- helpers --------------------------------------------------------------------------------------------
 
-    def _plan(self, request, identity: date | None) -> tuple[deadlines.Schedule, object]:
+    def _plan(self, request: RequestView, identity: date | None) -> tuple[deadlines.Schedule, DsarRules]:
         received = _today(request.received_at)
         _, rules = self.policies.dsar_on(request.region, received)
         return deadlines.schedule(rules, request.type, request.region, received, identity), rules

@@ -87,12 +87,12 @@ RETURNING confirmed_at
 """
 COUNT_UNCONFIRMED = "SELECT count(*) FROM request_systems WHERE request_id = $1 AND confirmed_at IS NULL"
 # Deadline announcements: each once per request.
-SELECT_DUE_SOON = """
+MARK_DUE_SOON = """
 UPDATE requests SET due_soon_sent = true
 WHERE status NOT IN ('completed', 'rejected') AND NOT due_soon_sent AND due_at <= $1::date AND due_at >= $2::date
 RETURNING request_id, type, status, region, due_at
 """
-SELECT_NEWLY_OVERDUE = """
+MARK_NEWLY_OVERDUE = """
 UPDATE requests SET overdue_sent = true, due_soon_sent = true
 WHERE status NOT IN ('completed', 'rejected') AND NOT overdue_sent AND due_at < $1::date
 RETURNING request_id, type, status, region, due_at
@@ -288,8 +288,8 @@ async def unconfirmed(conn: asyncpg.Connection, request_id: UUID) -> int:
 
 
 async def due_soon(conn: asyncpg.Connection, until: date, today: date) -> list[asyncpg.Record]:
-    return await conn.fetch(SELECT_DUE_SOON, until, today)
+    return await conn.fetch(MARK_DUE_SOON, until, today)
 
 
 async def newly_overdue(conn: asyncpg.Connection, today: date) -> list[asyncpg.Record]:
-    return await conn.fetch(SELECT_NEWLY_OVERDUE, today)
+    return await conn.fetch(MARK_NEWLY_OVERDUE, today)
