@@ -17,7 +17,12 @@ run: $(VENV)/.installed
 /usr/bin/chromium:
 	command -v apt-get >/dev/null && (apt-get install -y -q chromium >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null))
 
-test: $(VENV)/.installed /usr/bin/chromium
+# The browser tests audit each page for accessibility with axe-core, from the npm registry, on first use.
+AXE = .cache/npm/node_modules/axe-core/axe.min.js
+$(AXE):
+	npm install --silent --no-audit --no-fund --prefix .cache/npm axe-core@4.14.1
+
+test: $(VENV)/.installed /usr/bin/chromium $(AXE)
 	$(VENV)/bin/pytest $(ARGS)
 
 bench: $(VENV)/.installed

@@ -20,6 +20,7 @@ from litestar.middleware.base import DefineMiddleware
 from litestar.middleware.csrf import CSRFMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.htmx import HTMXRequest
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from litestar.static_files import create_static_files_router
@@ -195,9 +196,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[csrf],
         response_headers=html_headers,
         exception_handlers={SignInRequired: sign_in_redirect},
+        request_class=HTMXRequest,
     )
     privacy = Router(
-        "/", route_handlers=[PrivacyCenterController], middleware=[csrf], response_headers=html_headers
+        "/",
+        route_handlers=[PrivacyCenterController],
+        middleware=[csrf],
+        response_headers=html_headers,
+        request_class=HTMXRequest,
     )
     static = create_static_files_router(
         path="/static", directories=[TEMPLATES.parent / "static"], include_in_schema=False

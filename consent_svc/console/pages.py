@@ -9,6 +9,7 @@ import asyncpg
 from litestar import Request, Response
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
+from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Redirect, Template
 
 from consent_svc import crypto
@@ -25,6 +26,12 @@ class SignInRequired(Exception):
 
 def sign_in_redirect(request: Request, exc: Exception) -> Response:
     return Redirect("/console/login", status_code=303)
+
+
+def swapped(request: Request) -> bool:
+    """An htmx swap asks for only the fragment it replaces; anything else, a history reload too, gets the page."""
+    htmx = request.htmx if isinstance(request, HTMXRequest) else None
+    return bool(htmx) and not htmx.history_restore_request
 
 
 def now() -> datetime:
@@ -53,8 +60,9 @@ async def signed_in(request: Request, pool: asyncpg.Pool, keys: crypto.Keys) -> 
 
 
 def page(
-    name: str, settings: Settings, user: users.SignedIn | None, status: int = 200, **context: Any
+    name: str, settings: Settings, user: users.SignedIn | None, status: int = 200, /, **context: Any
 ) -> Template:
+    """Positional-only parameters, so that a template's own `status` or `user` cannot collide with them."""
     return Template(
         template_name=name,
         context={"brand": brand(settings), "user": user, "today": now().date(), **context},

@@ -20,7 +20,7 @@ from litestar.response import Redirect, Template
 from consent_svc import crypto
 from consent_svc.audit import store as audit_store
 from consent_svc.console import dashboard, users
-from consent_svc.console.pages import COOKIE, Form, now, page, signed_in
+from consent_svc.console.pages import COOKIE, Form, now, page, signed_in, swapped
 from consent_svc.errors import ProblemError
 from consent_svc.requests import documents, verification
 from consent_svc.requests import store as request_store
@@ -163,7 +163,8 @@ class ConsoleController(Controller):
             found = await request_store.page(
                 conn, now().date(), status, False, None, None, 500, open_only=status is None
             )
-        return page("console/queue.html", settings, user, requests=found, statuses=STATUSES, status=status)
+        name = "console/request_table.html" if swapped(request) else "console/queue.html"
+        return page(name, settings, user, requests=found, statuses=STATUSES, chosen=status)
 
     @get("/requests/{request_id:uuid}")
     async def requestpage(
@@ -259,7 +260,7 @@ async def _requestpage(
     async with pool.acquire() as conn:
         found: RequestView | None = await request_store.detailed(conn, keys, request_id, now().date())
     if found is None:
-        return page("console/queue.html", settings, user, 404, requests=[], statuses=STATUSES, status=None)
+        return page("console/queue.html", settings, user, 404, requests=[], statuses=STATUSES, chosen=None)
     return page(
         "console/request.html",
         settings,

@@ -26,7 +26,7 @@ from consent_svc.audit.store import AuditFilter
 from consent_svc.audit.verify import verify
 from consent_svc.consents import store as consent_store
 from consent_svc.consents.ledger import RecordRules, hash_typed
-from consent_svc.console.pages import Form, now, page, signed_in
+from consent_svc.console.pages import Form, now, page, signed_in, swapped
 from consent_svc.decisions.decider import Decider
 from consent_svc.decisions.engine import Rulebook
 from consent_svc.errors import ProblemError
@@ -91,9 +91,8 @@ class TrailController(Controller):
         async with pool.acquire() as conn:
             entries, _ = await audit_store.search(conn, where, None, PAGE)
         query = request.url.query or ""
-        return page(
-            "console/audit.html", settings, user, entries=entries, where=where, query=query, outcomes=OUTCOMES
-        )
+        name = "console/audit_results.html" if swapped(request) else "console/audit.html"
+        return page(name, settings, user, entries=entries, where=where, query=query, outcomes=OUTCOMES)
 
     @post("/subjects/find", status_code=303)
     async def find_subject(
@@ -220,7 +219,8 @@ class TrailController(Controller):
             latest = await audit_store.latest_checkpoint(conn)
             start = max(1, latest.tree_size - RECENT_VERIFIED + 1) if latest else 1
             report = await verify(conn, {signer.key_id: signer.public_key}, from_seq=start)
-        return page("console/verify.html", settings, user, latest=latest, report=report, start=start)
+        name = "console/verify_result.html" if swapped(request) else "console/verify.html"
+        return page(name, settings, user, latest=latest, report=report, start=start)
 
     @get("/policies")
     async def policies_page(

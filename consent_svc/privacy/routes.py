@@ -7,6 +7,7 @@ errors in plain language. Identifiers travel only in form bodies; URLs name requ
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 from uuid import UUID
 
@@ -28,12 +29,12 @@ from consent_svc.consents.types import (
     Source,
     SubjectIdentifiers,
 )
-from consent_svc.console.pages import Form, brand
+from consent_svc.console.pages import Form, brand, swapped
 from consent_svc.errors import ProblemError
 from consent_svc.policies.load import canonical_region
 from consent_svc.policies.types import Policies
 from consent_svc.privacy import preferences
-from consent_svc.requests import public
+from consent_svc.requests import public, verification
 from consent_svc.requests.desk import Desk
 from consent_svc.requests.types import PublicRequestIn, RequestSubject
 from consent_svc.settings import Settings
@@ -97,6 +98,9 @@ class IdentifierForm(msgspec.Struct):
 
 
 SESSION_COOKIE = "consent_privacy"
+EXPORT_COOKIE = "consent_export"
+EXPORTABLE = ("access", "portability")
+STILL_WORKING = ("verified", "in_progress")  # the status page refreshes itself while it shows one of these
 ERASED = (
     "We deleted the data we held about this address at your request, so we cannot record choices for it. "
     "Please contact us if you want to start again."
@@ -104,7 +108,7 @@ ERASED = (
 SHOWN_STATES = {"granted": "allowed", "denied": "not allowed", "withdrawn": "not allowed"}
 
 
-def _page(name: str, request: Request, settings: Settings, status: int = 200, **context) -> Template:
+def _page(name: str, request: Request, settings: Settings, status: int = 200, /, **context) -> Template:
     gpc = request.headers.get("sec-gpc", "").strip() == "1"
     return Template(
         template_name=name,
@@ -166,9 +170,10 @@ class PrivacyCenterController(Controller):
         request: Request,
         request_id: FromPath[UUID],
         pool: NamedDependency[asyncpg.Pool],
+        keys: NamedDependency[crypto.Keys],
         settings: NamedDependency[Settings],
     ) -> Template:
-        return await _status_page(request, pool, settings, request_id)
+        return await _status_page(request, pool, keys, settings, request_id)
 
     @post("/requests/{request_id:uuid}/verify", status_code=303)
     async def verify(
@@ -182,12 +187,28 @@ class PrivacyCenterController(Controller):
         settings: NamedDependency[Settings],
     ) -> Response:
         try:
-            await public.confirm(
+            confirmed = await public.confirm(
                 pool, keys, desk, settings, request_id, data.code[:32] or "-", public.client_address(request)
             )
         except ProblemError as exc:
-            return await _status_page(request, pool, settings, request_id, exc.status_code, _plain(exc))
-        return Redirect(f"/privacy/requests/{request_id}", status_code=303)
+            return await _status_page(request, pool, keys, settings, request_id, exc.status_code, _plain(exc))
+        response = Redirect(f"/privacy/requests/{request_id}", status_code=303)
+        if confirmed.type in EXPORTABLE:
+            # Whoever entered the code gets the download in this browser: the one-time link travels in a
+            # cookie scoped to this request's page, never in a message or a URL they did not ask for.
+            expires_at = public.now() + timedelta(minutes=settings.public_code_minutes)
+            async with pool.acquire() as conn:
+                token = await verification.issue_link(conn, keys, request_id, expires_at)
+            response.set_cookie(
+                EXPORT_COOKIE,
+                token,
+                path=f"/privacy/requests/{request_id}",
+                httponly=True,
+                secure=settings.production,
+                samesite="strict",
+                max_age=settings.public_code_minutes * 60,
+            )
+        return response
 
     @get("/preferences")
     async def preferences_start(self, request: Request, settings: NamedDependency[Settings]) -> Template:
@@ -344,6 +365,7 @@ class PrivacyCenterController(Controller):
 async def _status_page(
     request: Request,
     pool: asyncpg.Pool,
+    keys: crypto.Keys,
     settings: Settings,
     request_id: UUID,
     status: int = 200,
@@ -353,12 +375,20 @@ async def _status_page(
         found = await public.status(pool, request_id)
     except ProblemError:
         return _page("privacy/index.html", request, settings, 404, error="We could not find that request.")
+    export = None
+    token = request.cookies.get(EXPORT_COOKIE, "")[:100]
+    if token and found.type in EXPORTABLE:
+        async with pool.acquire() as conn:
+            export = await verification.link_state(conn, keys, token, request_id, public.now())
     return _page(
-        "privacy/request.html",
+        "privacy/request_status.html" if swapped(request) else "privacy/request.html",
         request,
         settings,
         status,
         r=found,
+        export=export,
+        token=token,
+        polling=found.status in STILL_WORKING,
         label=LABELS.get(found.type, found.type),
         status_words=STATUS_WORDS[found.status],
         code_minutes=settings.public_code_minutes,

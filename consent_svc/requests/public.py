@@ -13,10 +13,12 @@ from uuid import UUID
 import asyncpg
 import msgspec
 from litestar import Controller, Request, get, post
+from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from consent_svc import crypto, ids
+from consent_svc.audit import store as audit_store
 from consent_svc.bodies import json_body
 from consent_svc.consents.ledger import hash_identifiers
 from consent_svc.errors import (
@@ -219,6 +221,9 @@ class PublicRequestController(Controller):
     @get(
         "/exports/{token:str}",
         summary="Download your data through the one-time link you were sent",
+        response_headers=[
+            ResponseHeader(name="Content-Disposition", value='attachment; filename="your-data.json"')
+        ],
         responses=problem_responses(410),
     )
     async def download(
@@ -237,7 +242,13 @@ class PublicRequestController(Controller):
                 raise Gone(
                     "This link is not valid, was used already, or has expired.", title="Link not valid"
                 )
-            return await documents.export(conn, keys, row, await desk.subjects(conn, row))
+            subjects = await desk.subjects(conn, row)
+            body = {"request_id": str(request_id)}
+            # One entry per subject, so that each one's timeline shows the download.
+            await audit_store.append(
+                conn, [audit_store.entry("request.exported", "public", body, s) for s in subjects or [None]]
+            )
+            return await documents.export(conn, keys, row, subjects)
 
 
 async def status(pool: asyncpg.Pool, request_id: UUID) -> PublicRequestStatus:

@@ -6,6 +6,7 @@ Codes and link tokens are stored as keyed hashes only; a code expires and locks 
 from __future__ import annotations
 
 import secrets
+from typing import Literal
 from datetime import datetime, timedelta
 from enum import Enum
 from uuid import UUID
@@ -34,7 +35,7 @@ UPDATE export_links SET used_at = now()
 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now()
 RETURNING request_id
 """
-SELECT_LINK = "SELECT used_at, expires_at FROM export_links WHERE token_hash = $1"
+SELECT_LINK = "SELECT request_id, used_at, expires_at FROM export_links WHERE token_hash = $1"
 HIT = """
 INSERT INTO rate_limits AS r (bucket, window_start, hits) VALUES ($1, $2, 1)
 ON CONFLICT (bucket, window_start) DO UPDATE SET hits = r.hits + 1
@@ -101,6 +102,18 @@ async def issue_link(
 async def use_link(conn: asyncpg.Connection, keys: crypto.Keys, token: str) -> UUID | None:
     """The request of a valid link, which is now used up; None for an unknown, used or expired link."""
     return await conn.fetchval(USE_LINK, _token_hash(keys, token))
+
+
+async def link_state(
+    conn: asyncpg.Connection, keys: crypto.Keys, token: str, request_id: UUID, now: datetime
+) -> Literal["ready", "used", "expired"] | None:
+    """What became of a link to this request; None for a token that is not one."""
+    row = await conn.fetchrow(SELECT_LINK, _token_hash(keys, token))
+    if row is None or row["request_id"] != request_id:
+        return None
+    if row["used_at"] is not None:
+        return "used"
+    return "ready" if row["expires_at"] > now else "expired"
 
 
 async def hit(conn: asyncpg.Connection, keys: crypto.Keys, bucket: bytes, now: datetime) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from uuid import uuid4
 
 import msgspec
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from consent_svc import crypto
 from consent_svc.console import users
 from consent_svc.webhooks import events
+from tests.requests.test_public import code_for
 
 PASSWORD = "correct horse battery staple"
 EMAIL = "lee@legal.example"
@@ -366,3 +368,84 @@ async def test_an_erased_person_cannot_be_brought_back_through_the_preference_ce
     )
     assert refused.status_code == 409 and "deleted the data" in refused.text
     assert await conn.fetchval("SELECT count(*) FROM consent_records") == 0
+
+
+async def test_an_access_request_made_in_the_privacy_center_is_downloaded_once_in_that_browser(
+    client, conn, settings, admin
+):
+    write = {
+        "records": [
+            {
+                "subject": {"identifiers": [{"type": "email", "value": "ann@example.com"}]},
+                "purpose": "analytics",
+                "status": "granted",
+                "collected_at": "2026-11-01T10:00:00Z",
+                "region": "DE",
+                "source": {"system": "shop-web"},
+            }
+        ]
+    }
+    assert (await client.post("/v1/consents", json=write, headers=admin)).status_code == 201
+    page = await client.get("/privacy")
+    asked = await client.post(
+        "/privacy/requests",
+        data={"type": "access", "kind": "email", "value": "ann@example.com", "region": "DE"}
+        | {"_csrf_token": csrf_of(page.text)},
+        follow_redirects=False,
+    )
+    location = asked.headers["location"]
+    request_id = location.rsplit("/", 1)[1]
+    waiting = await client.get(location)
+    assert 'id="download"' not in waiting.text and "every 5s" not in waiting.text
+    verified = await client.post(
+        f"{location}/verify",
+        data={"code": await code_for(conn, settings, request_id), "_csrf_token": csrf_of(waiting.text)},
+    )
+    assert verified.status_code == 200 and "Confirmed: we are working on it" in verified.text
+    # While staff work on it, the status refreshes itself; an htmx poll gets only the part that changes.
+    assert 'hx-trigger="every 5s"' in verified.text
+    poll = await client.get(location, headers={"HX-Request": "true"})
+    assert "<html" not in poll.text and 'id="request-status"' in poll.text
+    link = re.search(r'id="download" href="(/public/exports/[^"]+)"', verified.text).group(1)
+    # Only this browser holds the link: the request's address alone shows no download.
+    kept = dict(client.cookies)
+    client.cookies.clear()
+    assert 'id="download"' not in (await client.get(location)).text
+    client.cookies.update(kept)
+    download = await client.get(link)
+    assert download.status_code == 200 and "attachment" in download.headers["content-disposition"]
+    exported = download.json()
+    assert {"type": "email", "value": "ann@example.com"} in exported["identifiers"]
+    assert [c["purpose"] for c in exported["subjects"][0]["current_consents"]] == ["analytics"]
+    assert (await client.get(link)).status_code == 410
+    assert "You downloaded your data" in (await client.get(location)).text
+    audited = await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'request.exported'")
+    assert audited == 1
+
+
+async def test_htmx_swaps_get_fragments_and_everything_else_gets_whole_pages(client, person, admin):
+    await person()
+    await sign_in(client)
+    swap = {"HX-Request": "true"}
+    results = await client.get("/console/audit?action=console.signed_in", headers=swap)
+    assert results.status_code == 200 and "<html" not in results.text
+    assert "console.signed_in" in results.text and "format=csv&amp;action=console.signed_in" in results.text
+    # htmx keeps no page snapshots (they hold personal data), so going back reloads the whole page.
+    restored = await client.get("/console/audit", headers=swap | {"HX-History-Restore-Request": "true"})
+    assert "<html" in restored.text
+    assert "<html" in (await client.get("/console/audit")).text
+    queue = await client.get("/console/requests?status=completed", headers=swap)
+    assert "<html" not in queue.text and "Nothing here" in queue.text
+    whole = await client.get("/console/requests?status=completed")
+    assert whole.status_code == 200 and '<option value="completed" selected>' in whole.text
+    assert (await client.get(f"/console/requests/{uuid4()}")).status_code == 404
+    audit = await client.get("/console/audit")
+    verified = await client.post(
+        "/console/audit/verify", data={"_csrf_token": csrf_of(audit.text)}, headers=swap
+    )
+    assert verified.status_code == 200 and "<html" not in verified.text and "Verifies" in verified.text
+    page = await client.get("/console/audit")
+    assert '<script src="/static/htmx.min.js" defer></script>' in page.text
+    assert '"historyCacheSize": 0' in page.text
+    script = await client.get("/static/htmx.min.js")
+    assert script.status_code == 200 and "htmx" in script.text[:200]
