@@ -6,9 +6,9 @@ Codes and link tokens are stored as keyed hashes only; a code expires and locks 
 from __future__ import annotations
 
 import secrets
-from typing import Literal
 from datetime import datetime, timedelta
 from enum import Enum
+from typing import Literal
 from uuid import UUID
 
 import asyncpg
