@@ -44,8 +44,12 @@ class Bar(NamedTuple):
 class Figures(NamedTuple):
     checks: list[Bar]
     denial_reasons: list[tuple[str, int]]
-    consents: list[Bar]
+    consents: list[tuple[str, list[Bar]]]  # (purpose, its bars per day), the busiest purposes first
     failing: list[asyncpg.Record]
+
+
+PURPOSES_SHOWN = 8
+SERIES = ("granted", "refused or withdrawn")
 
 
 async def figures(conn: asyncpg.Connection, now: datetime) -> Figures:
@@ -62,17 +66,19 @@ async def figures(conn: asyncpg.Connection, now: datetime) -> Figures:
         for hour, c in sorted(per_hour.items())
     ]
     start = (now - timedelta(days=13)).replace(hour=0, minute=0, second=0, microsecond=0)
-    per_day: dict[datetime, dict[str, int]] = {start + timedelta(days=d): {} for d in range(14)}
+    days = [start + timedelta(days=d) for d in range(14)]
+    per_purpose: dict[str, dict[tuple[datetime, str], int]] = {}
     for row in await conn.fetch(CONSENTS_PER_DAY, start):
-        slot = per_day.setdefault(row["day"], {})
-        series = "granted" if row["outcome"] == "granted" else "refused or withdrawn"
-        slot[series] = slot.get(series, 0) + row["n"]
+        counts = per_purpose.setdefault(row["purpose"] or "unknown", {})
+        key = (row["day"], SERIES[0] if row["outcome"] == "granted" else SERIES[1])
+        counts[key] = counts.get(key, 0) + row["n"]
+    busiest = sorted(per_purpose.items(), key=lambda p: (-sum(p[1].values()), p[0]))[:PURPOSES_SHOWN]
     consents = [
-        Bar(
-            day.strftime("%d %b"),
-            [("granted", c.get("granted", 0)), ("refused or withdrawn", c.get("refused or withdrawn", 0))],
+        (
+            purpose,
+            [Bar(day.strftime("%d %b"), [(s, counts.get((day, s), 0)) for s in SERIES]) for day in days],
         )
-        for day, c in sorted(per_day.items())
+        for purpose, counts in busiest
     ]
     return Figures(
         checks, sorted(reasons.items(), key=lambda r: -r[1]), consents, await conn.fetch(FAILING_DELIVERIES)
@@ -80,35 +86,37 @@ async def figures(conn: asyncpg.Connection, now: datetime) -> Figures:
 
 
 COLOURS = ("#1d4f91", "#b3541e")  # dark blue and dark orange: distinct for the common colour blindnesses
-WIDTH, HEIGHT, PAD = 720, 200, 28
+PAD = 28
 
 
-def stacked_bars(bars: list[Bar], title: str) -> str:
+def stacked_bars(bars: list[Bar], title: str, height: int = 200, width: int = 720) -> str:
     """An accessible SVG bar chart (role img, a title, each bar's figures in its tooltip)."""
     top = max((sum(v for _, v in b.parts) for b in bars), default=0) or 1
-    step = (WIDTH - PAD) / max(len(bars), 1)
+    step = (width - PAD) / max(len(bars), 1)
     out = [
-        f'<svg viewBox="0 0 {WIDTH} {HEIGHT + 40}" role="img" aria-label="{escape(title)}" width="100%">',
+        f'<svg viewBox="0 0 {width} {height + 40}" role="img" aria-label="{escape(title)}" width="100%">',
         f"<title>{escape(title)}</title>",
         f'<text x="0" y="12" font-size="11">{top}</text>',
-        f'<line x1="{PAD}" y1="{HEIGHT}" x2="{WIDTH}" y2="{HEIGHT}" stroke="#767676"/>',
+        f'<line x1="{PAD}" y1="{height}" x2="{width}" y2="{height}" stroke="#767676"/>',
     ]
     for i, bar in enumerate(bars):
-        x, y = PAD + i * step, HEIGHT
+        x, y = PAD + i * step, height
         detail = ", ".join(f"{name} {value}" for name, value in bar.parts)
         for (_, value), colour in zip(bar.parts, COLOURS, strict=False):
-            h = value / top * (HEIGHT - 16)
+            h = value / top * (height - 16)
             y -= h
             out.append(
                 f'<rect x="{x + 2:.1f}" y="{y:.1f}" width="{step - 4:.1f}" height="{h:.1f}" fill="{colour}">'
                 f"<title>{escape(bar.label)}: {escape(detail)}</title></rect>"
             )
-        out.append(
-            f'<text x="{x + step / 2:.1f}" y="{HEIGHT + 14}" font-size="10" text-anchor="middle">{escape(bar.label)}</text>'
-        )
+        if step >= 36 or i % 2 == 0:  # narrow bars: every other label, so that they do not overlap
+            out.append(
+                f'<text x="{x + step / 2:.1f}" y="{height + 14}" font-size="10" text-anchor="middle">'
+                f"{escape(bar.label)}</text>"
+            )
     series = [name for name, _ in bars[0].parts] if bars else []
     for j, (name, colour) in enumerate(zip(series, COLOURS, strict=False)):
-        out.append(f'<rect x="{PAD + j * 200}" y="{HEIGHT + 24}" width="12" height="12" fill="{colour}"/>')
-        out.append(f'<text x="{PAD + j * 200 + 18}" y="{HEIGHT + 34}" font-size="12">{escape(name)}</text>')
+        out.append(f'<rect x="{PAD + j * 160}" y="{height + 24}" width="12" height="12" fill="{colour}"/>')
+        out.append(f'<text x="{PAD + j * 160 + 18}" y="{height + 34}" font-size="12">{escape(name)}</text>')
     out.append("</svg>")
     return "".join(out)

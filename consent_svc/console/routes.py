@@ -143,7 +143,15 @@ class ConsoleController(Controller):
             counts=counts,
             requests=week,
             checks_chart=dashboard.stacked_bars(shown.checks, "Consent checks per hour, last 24 hours (UTC)"),
-            consents_chart=dashboard.stacked_bars(shown.consents, "Consent records per day, last 14 days"),
+            consent_charts=[
+                (
+                    purpose,
+                    dashboard.stacked_bars(
+                        bars, f"{purpose}: consent records per day, last 14 days", 120, 480
+                    ),
+                )
+                for purpose, bars in shown.consents
+            ],
             reasons=shown.denial_reasons,
             failing=shown.failing,
         )
@@ -259,6 +267,7 @@ async def _requestpage(
 ) -> Template:
     async with pool.acquire() as conn:
         found: RequestView | None = await request_store.detailed(conn, keys, request_id, now().date())
+        names = await users.actor_names(conn, keys, {h.actor for h in found.history} if found else set())
     if found is None:
         return page("console/queue.html", settings, user, 404, requests=[], statuses=STATUSES, chosen=None)
     return page(
@@ -267,6 +276,7 @@ async def _requestpage(
         user,
         status,
         r=found,
+        names=names,
         error=error,
         actions=[(a, label) for a, label in ACTIONS.items() if _allowed(a, found)],
         may_manage=user.may("requests:manage"),

@@ -26,6 +26,7 @@ from consent_svc.audit.store import AuditFilter
 from consent_svc.audit.verify import verify
 from consent_svc.consents import store as consent_store
 from consent_svc.consents.ledger import RecordRules, hash_typed
+from consent_svc.console import users
 from consent_svc.console.pages import Form, now, page, signed_in, swapped
 from consent_svc.decisions.decider import Decider
 from consent_svc.decisions.engine import Rulebook
@@ -90,9 +91,12 @@ class TrailController(Controller):
         where = _filter(action, outcome, since, until, subject)
         async with pool.acquire() as conn:
             entries, _ = await audit_store.search(conn, where, None, PAGE)
+            names = await users.actor_names(conn, keys, {e.actor for e in entries})
         query = request.url.query or ""
         name = "console/audit_results.html" if swapped(request) else "console/audit.html"
-        return page(name, settings, user, entries=entries, where=where, query=query, outcomes=OUTCOMES)
+        return page(
+            name, settings, user, entries=entries, names=names, where=where, query=query, outcomes=OUTCOMES
+        )
 
     @post("/subjects/find", status_code=303)
     async def find_subject(
@@ -145,6 +149,7 @@ class TrailController(Controller):
             entries, _ = await audit_store.search(
                 conn, AuditFilter(subject_id=subject_id), None, 500, oldest_first=True
             )
+            names = await users.actor_names(conn, keys, {e.actor for e in entries})
         return page(
             "console/subject.html",
             settings,
@@ -152,6 +157,7 @@ class TrailController(Controller):
             200 if view else 404,
             view=view,
             entries=entries,
+            names=names,
             subject_id=subject_id,
         )
 

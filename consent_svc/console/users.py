@@ -63,6 +63,8 @@ WHERE s.token_hash = $1 AND u.user_id = s.user_id AND u.disabled_at IS NULL
 RETURNING s.user_id, u.role, s.csrf_token
 """
 DELETE_SESSION = "DELETE FROM console_sessions WHERE token_hash = $1"
+SELECT_EMAILS = "SELECT user_id, email_enc FROM console_users WHERE user_id = ANY($1::uuid[])"
+SELECT_KEY_NAMES = "SELECT id, name FROM api_keys WHERE id = ANY($1::text[])"
 DELETE_EXPIRED_SESSIONS = """
 DELETE FROM console_sessions WHERE expires_at < $1 OR last_seen_at < $1 - make_interval(secs => $2)
 """
@@ -104,6 +106,32 @@ async def create_user(
         INSERT_USER, user_id, _email_hash(keys, email), sealed, role, HASHER.hash(password)
     )
     return user_id if made is not None else None
+
+
+async def actor_names(conn: asyncpg.Connection, keys: crypto.Keys, actors: set[str]) -> dict[str, str]:
+    """Readable names for the actors the log records by id: a console user's e-mail, an API key's name.
+
+    The log keeps ids (an e-mail there could not be erased); the names are looked up when a page shows them.
+    """
+    user_ids = [UUID(a[5:]) for a in actors if a.startswith("user:") and _is_uuid(a[5:])]
+    names = {}
+    if user_ids:
+        for row in await conn.fetch(SELECT_EMAILS, user_ids):
+            email = crypto.unseal(keys.derive("console user e-mail"), row["email_enc"], row["user_id"].bytes)
+            names[f"user:{row['user_id']}"] = email.decode()
+    key_ids = [a for a in actors if a not in names and ":" not in a]
+    if key_ids:
+        for row in await conn.fetch(SELECT_KEY_NAMES, key_ids):
+            names[row["id"]] = f"API key {row['name']}"
+    return names
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 async def sign_in(

@@ -123,6 +123,8 @@ async def test_staff_work_a_request_from_the_queue(client, person, keys):
         follow_redirects=True,
     )
     assert done.status_code == 200 and "completed" in done.text and "called back" in done.text
+    # Who did what, in words: the staff member's e-mail and the API key's name, not the ids the log keeps.
+    assert EMAIL in done.text and "API key " in done.text
     receipt = await client.get(f"/console/requests/{made['id']}/receipt")
     assert receipt.status_code == 200 and receipt.json()["receipt"]["request_id"] == made["id"]
 
@@ -326,11 +328,34 @@ async def test_the_dashboard_charts_checks_by_outcome_and_lists_denial_reasons(c
     }
     for _ in range(3):
         assert (await client.post("/v1/decisions", json=check, headers=admin)).status_code == 200
+    now = datetime.now(UTC).isoformat()
+    records = [
+        {
+            "subject": {"identifiers": [{"type": "email", "value": email}]},
+            "purpose": purpose,
+            "status": status,
+            "collected_at": now,
+            "region": "DE",
+            "source": {"system": "shop-web"},
+        }
+        for email, purpose, status in [
+            ("yan@example.com", "analytics", "granted"),
+            ("amy@example.com", "analytics", "granted"),
+            ("yan@example.com", "email_marketing", "withdrawn"),
+        ]
+    ]
+    assert (await client.post("/v1/consents", json={"records": records}, headers=admin)).status_code == 201
     await sign_in(client)
     page = await client.get("/console")
     assert page.status_code == 200
-    assert page.text.count("<svg") == 2 and 'role="img"' in page.text
+    assert 'role="img"' in page.text
     assert "allowed 0, denied 3" in page.text  # the current hour's bar, in its tooltip
+    # Consents per purpose: one small chart each, the busiest first; today's bar tells its figures.
+    charts = re.findall(r'aria-label="(\w+): consent records per day', page.text)
+    assert charts == ["analytics", "email_marketing"]
+    today = datetime.now(UTC).strftime("%d %b")
+    assert f"{today}: granted 2, refused or withdrawn 0" in page.text
+    assert f"{today}: granted 0, refused or withdrawn 1" in page.text
     assert re.search(r"<td>no consent[^<]*</td><td>3</td>", page.text), "denials by reason"
 
 
@@ -430,6 +455,7 @@ async def test_htmx_swaps_get_fragments_and_everything_else_gets_whole_pages(cli
     results = await client.get("/console/audit?action=console.signed_in", headers=swap)
     assert results.status_code == 200 and "<html" not in results.text
     assert "console.signed_in" in results.text and "format=csv&amp;action=console.signed_in" in results.text
+    assert f"<td>{EMAIL}</td>" in results.text
     # htmx keeps no page snapshots (they hold personal data), so going back reloads the whole page.
     restored = await client.get("/console/audit", headers=swap | {"HX-History-Restore-Request": "true"})
     assert "<html" in restored.text
