@@ -271,12 +271,25 @@ class PrivacyCenterController(Controller):
         data: Annotated[CodeForm, Form],
         pool: NamedDependency[asyncpg.Pool],
         keys: NamedDependency[crypto.Keys],
+        rules: NamedDependency[RecordRules],
+        policies: NamedDependency[Policies],
         settings: NamedDependency[Settings],
     ) -> Response:
         token = request.cookies.get(SESSION_COOKIE, "")[:100]
         async with pool.acquire() as conn, conn.transaction():
             left = await preferences.check_code(conn, keys, token, data.code[:32] or "-", public.now())
         if left is None:
+            session = await _preference_session(request, pool, keys)
+            if session is not None and (opted_out := _gpc_purposes(request, policies, session.region)):
+                # Once, on sign-in: a later "Allow" on the same browser is consent given after the conflict
+                # (regs 7025(c)(3)), and stands.
+                current = await _current(pool, session)
+                refusals = [(p, "denied") for p in opted_out if current.get(p) not in ("denied", "withdrawn")]
+                if refusals:
+                    try:
+                        await _record(pool, keys, rules, settings, session, refusals, "gpc_signal")
+                    except ProblemError:
+                        pass  # an erased person: the choices page says so when they act
             return Redirect("/privacy/preferences/choices", status_code=303)
         error = (
             f"That is not the code we sent ({left} tries left)."
@@ -321,38 +334,18 @@ class PrivacyCenterController(Controller):
             return Redirect("/privacy/preferences", status_code=303)
         form = await request.form()
         current = await _current(pool, session)
-        now = public.now()
-        source = Source(
-            system="consent-svc",
-            touchpoint="preference_center",
-            method="form",
-            notice=Notice(id="privacy-notice", version=settings.brand_notice_version),
-        )
-        records = []
+        changes = []
         for purpose in _purposes(policies):
             chosen = form.get(f"purpose-{purpose.id}")
             if chosen not in ("granted", "withdrawn"):
                 continue
             shown = SHOWN_STATES.get(current.get(purpose.id, ""), "")
-            if shown == SHOWN_STATES[chosen]:
-                continue  # unchanged: nothing to record
-            records.append(
-                ConsentRecordIn(
-                    subject=SubjectIdentifiers(
-                        identifiers=[Identifier(type=session.kind, value=session.value)]
-                    ),
-                    purpose=purpose.id,
-                    status=chosen,  # type: ignore[arg-type]
-                    collected_at=now,
-                    region=session.region,
-                    source=source,
-                )
-            )
-        saved = len(records)
-        if records:
+            if shown != SHOWN_STATES[chosen]:  # unchanged: nothing to record
+                changes.append((purpose.id, chosen))
+        saved = len(changes)
+        if changes:
             try:
-                prepared = prepare_batch(ConsentBatch(records=records), rules, now)
-                await record_batch(pool, keys, prepared, "privacy-center")
+                await _record(pool, keys, rules, settings, session, changes, "form")
             except ProblemError as exc:
                 # 409: the identifier belongs to a person erased at their request; they are not brought back.
                 error = ERASED if exc.status_code == 409 else _plain(exc)
@@ -394,6 +387,50 @@ async def _status_page(
         code_minutes=settings.public_code_minutes,
         error=error,
     )
+
+
+async def _record(
+    pool: asyncpg.Pool,
+    keys: crypto.Keys,
+    rules: RecordRules,
+    settings: Settings,
+    session: preferences.Session,
+    changes: list[tuple[str, str]],
+    method: str,
+) -> None:
+    """The person's choices as consent records from the preference center, under the notice they were shown."""
+    now = public.now()
+    source = Source(
+        system="consent-svc",
+        touchpoint="preference_center",
+        method=method,
+        notice=Notice(id="privacy-notice", version=settings.brand_notice_version),
+    )
+    subject = SubjectIdentifiers(identifiers=[Identifier(type=session.kind, value=session.value)])
+    records = [
+        ConsentRecordIn(
+            subject=subject,
+            purpose=purpose,
+            status=status,  # type: ignore[arg-type]
+            collected_at=now,
+            region=session.region,
+            source=source,
+        )
+        for purpose, status in changes
+    ]
+    await record_batch(pool, keys, prepare_batch(ConsentBatch(records=records), rules, now), "privacy-center")
+
+
+def _gpc_purposes(request: Request, policies: Policies, region: str) -> list[str]:
+    """What a Global Privacy Control signal opts this person out of, where their law makes it their own opt-out
+    (CCPA regs 7025(c)(1)); nothing without the signal or under another law."""
+    if request.headers.get("sec-gpc", "").strip() != "1":
+        return []
+    today = public.now().date()
+    gpc = policies.regime_on(region, today)[0].gpc
+    if gpc is None or not gpc.binds_consumer or today < gpc.honour_from:
+        return []
+    return gpc.purposes
 
 
 def _purposes(policies: Policies) -> list:
@@ -441,6 +478,9 @@ async def _choices_page(
         settings,
         status,
         rows=rows,
+        gpc_purposes=[
+            p.title for p in _purposes(policies) if p.id in _gpc_purposes(request, policies, session.region)
+        ],
         error=error,
         saved=saved,
         notice_version=settings.brand_notice_version,

@@ -475,3 +475,56 @@ async def test_htmx_swaps_get_fragments_and_everything_else_gets_whole_pages(cli
     assert '"historyCacheSize": 0' in page.text
     script = await client.get("/static/htmx.min.js")
     assert script.status_code == 200 and "htmx" in script.text[:200]
+
+
+async def test_a_gpc_signal_in_the_preference_center_is_the_californian_s_own_opt_out(
+    client, conn, settings, admin
+):
+    gpc = {"Sec-GPC": "1"}
+    start = await client.get("/privacy/preferences", headers=gpc)
+    await client.post(
+        "/privacy/preferences",
+        data={"kind": "email", "value": "cal@example.com", "region": "US-CA"}
+        | {"_csrf_token": csrf_of(start.text)},
+        headers=gpc,
+    )
+    code_page = await client.get("/privacy/preferences/code", headers=gpc)
+    choices = await client.post(
+        "/privacy/preferences/code",
+        data={"code": await preference_code(conn, settings), "_csrf_token": csrf_of(code_page.text)},
+        headers=gpc,
+    )
+    assert choices.status_code == 200 and 'id="gpc-honoured"' in choices.text
+    for purpose in ("sale", "share", "targeted_advertising"):
+        assert f'id="state-{purpose}">(now: not allowed)' in choices.text
+    rows = await conn.fetch(
+        """SELECT r.purpose, r.status, s.source FROM consent_records r
+           JOIN consent_sources s USING (source_id) ORDER BY r.purpose"""
+    )
+    assert [(r["purpose"], r["status"]) for r in rows] == [
+        ("sale", "denied"),
+        ("share", "denied"),
+        ("targeted_advertising", "denied"),
+    ]
+    source = (
+        msgspec.json.decode(rows[0]["source"]) if isinstance(rows[0]["source"], str) else rows[0]["source"]
+    )
+    assert (source["touchpoint"], source["method"]) == ("preference_center", "gpc_signal")
+    ask = {
+        "subject": {"identifiers": [{"type": "email", "value": "cal@example.com"}]},
+        "purpose": "sale",
+        "region": "US-CA",
+    }
+    # The signal is now the consumer's own opt-out: a later check without it is still denied (regs 7025(c)(5)).
+    assert (await client.post("/v1/decisions", json=ask, headers=admin)).json()["allowed"] is False
+    # Choosing "Allow" afterwards, on the same browser, is consent given after the conflict, and stands.
+    await client.post(
+        "/privacy/preferences/choices",
+        data={"purpose-sale": "granted", "_csrf_token": csrf_of(choices.text)},
+        headers=gpc,
+    )
+    again = ask | {"context": {"gpc": True}}
+    assert (await client.post("/v1/decisions", json=again, headers=admin)).json()["allowed"] is True
+    # The signal was recorded once, at sign-in: using the page afterwards does not refuse the grant again.
+    assert (await client.get("/privacy/preferences/choices", headers=gpc)).status_code == 200
+    assert await conn.fetchval("SELECT count(*) FROM consent_records") == 4
