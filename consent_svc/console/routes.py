@@ -108,9 +108,13 @@ class ConsoleController(Controller):
         self, request: Request, pool: NamedDependency[asyncpg.Pool], keys: NamedDependency[crypto.Keys]
     ) -> Response:
         token = request.cookies.get(COOKIE)
-        if token:
-            async with pool.acquire() as conn:
+        if token and len(token) <= 100:
+            async with pool.acquire() as conn, conn.transaction():
+                user = await users.session(conn, keys, token, now())
                 await users.sign_out(conn, keys, token)
+                if user is not None:
+                    entry = audit_store.entry("console.signed_out", f"user:{user.user_id}", {})
+                    await audit_store.append(conn, [entry])
         response = Redirect("/console/login", status_code=303)
         response.delete_cookie(COOKIE, path="/console")
         return response

@@ -40,6 +40,7 @@ def service(db_url, tmp_path):
         "CONSENT_SVC_MODE": "local",  # plain http on 127.0.0.1: cookies cannot be Secure here
         "CONSENT_SVC_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "1",
         "CONSENT_SVC_BRAND_NAME": "Acme Outdoor",
+        "CONSENT_SVC_LOG_LEVEL": "DEBUG",  # the most the service ever logs: still no one's e-mail in it
     }
     svc = Service(env, tmp_path, workers=2)
     yield svc.start()
@@ -162,6 +163,9 @@ def test_a_customer_deletes_their_data_with_the_code_they_were_sent(service, pag
         assert "analytics" in [c["purpose"] for c in exported["subjects"][0]["current_consents"]]
         page.reload()
         expect(page.get_by_text("You downloaded your data")).to_be_visible()
+        logged = service.log_tail(all_of_it=True)
+        for person in ("river", "brook"):
+            assert person not in logged, f"{person}'s e-mail reached the service's log"
     finally:
         receiver.close()
         crm.close()
@@ -274,3 +278,8 @@ def test_legal_staff_sign_in_and_work_the_queue(service, page):
     page.get_by_role("link", name="Dashboard").click()
     expect(page.get_by_role("figure").filter(has_text="analytics")).to_be_visible()
     shot(page, "console-dashboard")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    logged = service.log_tail(all_of_it=True)
+    for person in ("moss", "fern", "guest", "ops@acme"):
+        assert person not in logged, f"{person} reached the service's log"

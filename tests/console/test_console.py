@@ -65,6 +65,13 @@ async def test_sign_in_sets_a_strict_http_only_cookie_and_opens_the_dashboard(cl
     dashboard = await client.get("/console")
     assert dashboard.status_code == 200 and "Dashboard" in dashboard.text
     assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'console.signed_in'") == 1
+    out = await client.post(
+        "/console/logout", data={"_csrf_token": csrf_of(dashboard.text)}, follow_redirects=False
+    )
+    assert (
+        out.status_code == 303 and (await client.get("/console", follow_redirects=False)).status_code == 303
+    )
+    assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'console.signed_out'") == 1
 
 
 async def test_a_form_without_its_csrf_token_is_refused(client, person):

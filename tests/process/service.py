@@ -57,9 +57,10 @@ class Service:
             time.sleep(0.2)
         raise TimeoutError(f"service not ready:\n{self.log_tail()}")
 
-    def log_tail(self) -> str:
+    def log_tail(self, all_of_it: bool = False) -> str:
         self.log.flush()
-        return (self.data_dir / "service.log").read_text(errors="replace")[-3000:]
+        text = (self.data_dir / "service.log").read_text(errors="replace")
+        return text if all_of_it else text[-3000:]
 
     def kill9_under_load(
         self, work: Callable[[threading.Event, str], None], threads: int, rounds: int = 3
