@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import logging
 import os
@@ -39,6 +40,9 @@ INSERT_KEY = (
 SELECT_KEY = "SELECT secret_hash, scopes, revoked_at FROM api_keys WHERE id = $1"
 SELECT_KEYS = "SELECT id, name, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at, id"
 REVOCATION_CHANNEL = "consent_svc_api_key_revoked"
+REVOCATION_ACK_CHANNEL = "consent_svc_api_key_revoked_ack"
+KEYRING_APPLICATION_NAME = "consent-svc keyring"  # names the listeners, so that a revocation can count them
+COUNT_KEYRINGS = "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
 REVOKE_KEY = (
     "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING revoked_at"
 )
@@ -90,12 +94,37 @@ async def list_keys(conn: asyncpg.Connection) -> list[ApiKey]:
     return [ApiKey(**dict(row)) for row in await conn.fetch(SELECT_KEYS)]
 
 
-async def revoke_key(conn: asyncpg.Connection, key_id: str) -> bool:
-    """Revoke, and tell every worker's KeyRing in the same transaction (delivered at commit)."""
-    async with conn.transaction():
-        revoked = await conn.fetchval(REVOKE_KEY, key_id) is not None
-        if revoked:
-            await conn.execute("SELECT pg_notify($1, $2)", REVOCATION_CHANNEL, key_id)
+async def revoke_key(conn: asyncpg.Connection, key_id: str, wait: float = 5.0) -> bool:
+    """Revoke, tell every worker's KeyRing in the same transaction (delivered at commit), and return once each
+    listening KeyRing has acknowledged that it dropped the key: the next request to any worker is refused.
+
+    A notification alone races the next request (it reaches a worker's event loop in its own time); the
+    acknowledgement closes that gap. A KeyRing that never answers (its worker just died) is waited for at most
+    `wait` seconds; one that lost its connection authenticates from the database until it listens again.
+    """
+    acks: asyncio.Queue[str] = asyncio.Queue()
+
+    def acked(connection: object, pid: int, channel: str, payload: str) -> None:
+        acks.put_nowait(payload)
+
+    await conn.add_listener(REVOCATION_ACK_CHANNEL, acked)
+    try:
+        async with conn.transaction():
+            revoked = await conn.fetchval(REVOKE_KEY, key_id) is not None
+            listening = await conn.fetchval(COUNT_KEYRINGS, KEYRING_APPLICATION_NAME)
+            if revoked:
+                await conn.execute("SELECT pg_notify($1, $2)", REVOCATION_CHANNEL, key_id)
+        deadline = asyncio.get_running_loop().time() + wait
+        pending = listening if revoked else 0
+        while pending > 0:
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                pending -= await asyncio.wait_for(acks.get(), max(left, 0)) == key_id
+            except TimeoutError:
+                log.warning("key revoked; %d worker(s) did not acknowledge in %.0f s", pending, wait)
+                break
+    finally:
+        await conn.remove_listener(REVOCATION_ACK_CHANNEL, acked)
     return revoked
 
 
@@ -119,6 +148,7 @@ class KeyRing:
         self.valid: dict[str, ValidKey] = {}
         self.listener: asyncpg.Connection | None = None
         self._task: asyncio.Task | None = None
+        self._acks: set[asyncio.Task] = set()
 
     @property
     def listening(self) -> bool:
@@ -136,7 +166,9 @@ class KeyRing:
 
     async def _listen(self) -> None:
         try:
-            listener = await asyncpg.connect(self.database_url, timeout=5)
+            listener = await asyncpg.connect(
+                self.database_url, timeout=5, server_settings={"application_name": KEYRING_APPLICATION_NAME}
+            )
             await listener.add_listener(REVOCATION_CHANNEL, self._revoked)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             log.warning(
@@ -156,6 +188,15 @@ class KeyRing:
 
     def _revoked(self, connection: object, pid: int, channel: str, key_id: str) -> None:
         self.valid.pop(key_id, None)
+        # Dropped first, acknowledged after: the revoker returns only once every worker has let the key go.
+        task = asyncio.get_running_loop().create_task(self._acknowledge(key_id))
+        self._acks.add(task)
+        task.add_done_callback(self._acks.discard)
+
+    async def _acknowledge(self, key_id: str) -> None:
+        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            if self.listening:
+                await self.listener.execute("SELECT pg_notify($1, $2)", REVOCATION_ACK_CHANNEL, key_id)
 
     async def authenticate(self, authorization: str | None) -> tuple[str, frozenset[str]]:
         """The key id and scopes of a valid, unrevoked key; Unauthorized otherwise (never says which part failed)."""

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import re
 
+import msgspec
 import pytest
 
 from consent_svc.app import create_app
 from consent_svc.auth import ADMIN, SCOPES
 
 SAMPLE_UUID = "00000000-0000-4000-8000-000000000000"
+
+
+@pytest.fixture
+def settings(settings):
+    # Over plain http, as the test client speaks: Secure (production) CSRF cookies would not come back.
+    return msgspec.structs.replace(settings, mode="local")
 
 
 PUBLIC = "public"
@@ -150,3 +157,70 @@ async def test_without_a_revocation_listener_keys_are_read_from_the_database(cli
     # Revoked behind the service's back (no NOTIFY): still refused, because nothing is served from memory now.
     await conn.execute("UPDATE api_keys SET revoked_at = now()")
     assert (await client.get("/v1/purposes", headers=headers)).status_code == 401
+
+
+def every_operation(settings) -> list[tuple[str, str]]:
+    """(method, concrete path) for every handler the app serves, /v1 or not."""
+    return [
+        (method, concrete(route.path))
+        for route in create_app(settings).routes
+        for handler in route.route_handlers
+        for method in sorted(handler.http_methods - {"HEAD", "OPTIONS"})
+    ]
+
+
+# Who may reach what, outside /v1 (the scope matrix above): a closed list, so a new route must be placed in it.
+OPEN_PREFIXES = ("/health", "/schema", "/static")  # no data behind them
+PUBLIC_PREFIXES = ("/public", "/privacy")  # customers: no key, rate-limited, answers that enumerate no one
+SIGN_IN = {("GET", "/console/login"), ("POST", "/console/login"), ("POST", "/console/logout")}
+
+
+async def test_every_route_outside_v1_is_open_public_or_behind_a_console_session(client, keys, settings):
+    console = []
+    for method, path in every_operation(settings):
+        if (
+            path.startswith("/v1")
+            or path.startswith(OPEN_PREFIXES + PUBLIC_PREFIXES)
+            or (method, path) in SIGN_IN
+        ):
+            continue
+        assert path.startswith("/console"), f"{method} {path} is in no access class: place it in this test"
+        console.append((method, path))
+    assert len(console) >= 10
+    login = await client.get("/console/login")
+    csrf = re.search(r'name="_csrf_token" value="([^"]+)"', login.text).group(1)
+    admin_key = await keys.of(ADMIN)
+    for method, path in console:
+        # No session: back to sign-in, even with a valid CSRF token, and even with an admin API key (the console
+        # is for people; keys are for programs).
+        for headers in ({}, admin_key):
+            response = await client.request(
+                method,
+                path,
+                data={"_csrf_token": csrf} if method == "POST" else None,
+                headers=headers,
+                follow_redirects=False,
+            )
+            assert response.status_code == 303 and response.headers["location"] == "/console/login", (
+                method,
+                path,
+                response.status_code,
+            )
+        if method == "POST":
+            # And no form is taken without its CSRF token, session or not.
+            refused = await client.request(method, path, data={}, follow_redirects=False)
+            assert refused.status_code == 403, (method, path)
+
+
+async def test_public_and_open_routes_answer_without_a_key_and_never_with_a_server_error(client, settings):
+    for method, path in every_operation(settings):
+        if not path.startswith(OPEN_PREFIXES + PUBLIC_PREFIXES):
+            continue
+        page = await client.get("/privacy")
+        csrf = re.search(r'name="_csrf_token" value="([^"]+)"', page.text).group(1)
+        data = {"_csrf_token": csrf} if path.startswith("/privacy") and method == "POST" else None
+        response = await client.request(
+            method, path, data=data, json={} if data is None and method == "POST" else None
+        )
+        assert response.status_code < 500, (method, path, response.status_code)
+        assert response.status_code not in (401, 403), (method, path, response.status_code)
