@@ -257,6 +257,11 @@ DATABASE_DOWN = (
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+    # A database closed to new connections (ALLOW_CONNECTIONS false) or gone, and asyncpg's own state error
+    # when a connection is cut mid-operation (tests/process/test_database_trouble.py drills both).
+    asyncpg.ObjectNotInPrerequisiteStateError,
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InternalClientError,
     ConnectionError,
     TimeoutError,
 )
