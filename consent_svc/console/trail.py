@@ -176,7 +176,11 @@ class TrailController(Controller):
             found = await decider.recorded(decision_id)
         except ProblemError:
             found = None
-        return page("console/decision.html", settings, user, 200 if found else 404, d=found)
+        names = {}
+        if found is not None:
+            async with pool.acquire() as conn:
+                names = await users.actor_names(conn, keys, {found.api_key_id})
+        return page("console/decision.html", settings, user, 200 if found else 404, d=found, names=names)
 
     @get("/audit/export")
     async def export(

@@ -236,6 +236,7 @@ async def test_legal_find_a_subject_by_identifier_open_a_decision_and_export(cli
     assert decision["decision_id"] in timeline.text and "withdrawn" in timeline.text
     page = await client.get(f"/console/decisions/{decision['decision_id']}")
     assert "Denied because" in page.text and decision["policy"]["version"] in page.text
+    assert "<td>API key " in page.text  # who asked, by the key's name
     subject_id = found.headers["location"].rsplit("/", 1)[1]
     export = await client.get(f"/console/audit/export?format=csv&subject={subject_id}")
     assert export.status_code == 200 and export.text.count("\n") >= 3  # header, two entries, checkpoint

@@ -16,7 +16,11 @@ FLOOD = 200
 
 
 def submit(port: int, source: str, n: int) -> tuple[int, float, str | None]:
-    body = {"type": "access", "subject": {"identifiers": [{"type": "email", "value": f"f{n}@example.com"}]}, "region": "DE"}
+    body = {
+        "type": "access",
+        "subject": {"identifiers": [{"type": "email", "value": f"f{n}@example.com"}]},
+        "region": "DE",
+    }
     started = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(source, 0))
     try:
