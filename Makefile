@@ -9,7 +9,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
-.PHONY: run test bench bench-check bench-audit bench-inbound
+.PHONY: run test bench bench-check bench-audit bench-inbound bench-soak
 run: $(VENV)/.installed
 	$(VENV)/bin/consent-svc serve $(ARGS)
 
@@ -36,3 +36,6 @@ bench-audit: $(VENV)/.installed
 
 bench-inbound: $(VENV)/.installed
 	$(VENV)/bin/python bench/inbound.py $(ARGS)
+
+bench-soak: $(VENV)/.installed
+	$(VENV)/bin/python bench/soak.py $(ARGS)

@@ -32,8 +32,10 @@ from datetime import UTC, datetime
 from common import ROOT, Service, checkout, free_port, pct
 from standardwebhooks.webhooks import Webhook
 
+# tests/vectors/tcf.json tcf-005 (all purposes), whole: its core, disclosed-vendors and publisher segments.
 TC_STRING = (
-    "CQNlwwAQNlwwAEsACBENCWEsAP_gAEPgAAYgXcQBYAKgBQAvMBjIEZgXcAjN"  # shared vector tcf-005 (all purposes)
+    "CQNlwwAQNlwwAEsACBENCWEsAP_gAEPgAAYgXcQBYAKgBQAvMBjIEZgXcAjNAEgAqADwC8wGMgRmAAAA"
+    ".IXcQBYAKgBQAvMBjIEZgXcAA.YAAAAAAAAAAA"
 )
 SOURCE = {
     "system": "bench-cmp",

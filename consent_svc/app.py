@@ -40,6 +40,7 @@ from consent_svc.decisions.decider import Decider
 from consent_svc.decisions.engine import Rulebook
 from consent_svc.decisions.routes import DecisionController
 from consent_svc.health import HealthController
+from consent_svc.openapi import StrictStructs
 from consent_svc.policies import store as policy_store
 from consent_svc.policies.load import load_policies
 from consent_svc.policies.routes import PolicyController
@@ -226,7 +227,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "export_slots": Provide(lambda: export_slots, sync_to_thread=False, use_cache=True),
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
         },
-        plugins=[errors.problem_plugin(), *_tracing(signals)],
+        plugins=[errors.problem_plugin(), StrictStructs(), *_tracing(signals)],
         middleware=[telemetry.RequestCounter] if signals.exported else [],
         exception_handlers=errors.exception_handlers,
         request_max_body_size=settings.max_body_bytes,

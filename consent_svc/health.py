@@ -6,6 +6,7 @@ import asyncpg
 import msgspec
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 
 from consent_svc.db import migrations_current
 
@@ -24,7 +25,17 @@ class HealthController(Controller):
     async def live(self) -> Health:
         return Health(status="ok")
 
-    @get("/ready", summary="The database answers and every migration is applied")
+    @get(
+        "/ready",
+        summary="The database answers and every migration is applied",
+        responses={
+            503: ResponseSpec(
+                data_container=Health,
+                description="Not ready: the database is unreachable or migrations are pending",
+                generate_examples=False,
+            )
+        },
+    )
     async def ready(self, pool: NamedDependency[asyncpg.Pool]) -> Response[Health]:
         try:
             async with pool.acquire(timeout=2) as conn:

@@ -46,6 +46,7 @@ from consent_svc.errors import (
     Unavailable,
     problem_responses,
 )
+from consent_svc.openapi import documented, inline_schema
 
 NDJSON = "application/x-ndjson"
 CSV = "text/csv"
@@ -56,28 +57,36 @@ FILTERS = (
     "(RFC 3339, until exclusive)."
 )
 Limit = Annotated[int, QueryParameter(ge=1, le=1000)]
+# What audit_filter checks (and answers with its own message), declared for the document only.
+FilterText = Annotated[
+    str | None, QueryParameter(schema_extra={"min_length": 1, "max_length": 200, "pattern": r"^[^\x00]*$"})
+]
+# Read as text and parsed here: Litestar's lax query parsing takes a number as Unix seconds, so `since=2026`
+# silently meant 1970-01-01T00:33:46Z. RFC 3339 only, as documented.
+Instant = Annotated[str | None, QueryParameter(schema_extra={"format": "date-time"})]
 MAX_SEQ = 2**63 - 1  # bigint
 
 
 def audit_filter(
     subject_id: FromQuery[UUID | None] = None,
-    action: FromQuery[str | None] = None,
-    actor: FromQuery[str | None] = None,
-    outcome: FromQuery[str | None] = None,
-    since: FromQuery[datetime | None] = None,
-    until: FromQuery[datetime | None] = None,
+    action: FilterText = None,
+    actor: FilterText = None,
+    outcome: FilterText = None,
+    since: Instant = None,
+    until: Instant = None,
 ) -> AuditFilter:
     """The filter query parameters of the search and the export, checked once."""
-    errors = [
-        FieldError(name, "must include a UTC offset")
-        for name, value in (("since", since), ("until", until))
-        if value is not None and value.tzinfo is None
-    ]
-    errors += [
-        FieldError(name, OUT_OF_RANGE)
-        for name, value in (("since", since), ("until", until))
-        if value is not None and not MIN_YEAR <= value.year <= MAX_YEAR
-    ]
+    errors, instants = [], {}
+    for name, text in (("since", since), ("until", until)):
+        try:
+            instants[name] = msgspec.convert(text, datetime | None)
+        except msgspec.ValidationError:
+            errors.append(FieldError(name, "must be an RFC 3339 date-time"))
+            continue
+        if instants[name] is not None and instants[name].tzinfo is None:
+            errors.append(FieldError(name, "must include a UTC offset"))
+        elif instants[name] is not None and not MIN_YEAR <= instants[name].year <= MAX_YEAR:
+            errors.append(FieldError(name, OUT_OF_RANGE))
     errors += [
         FieldError(name, "must be 1 to 200 characters, without NUL")
         for name, value in (("action", action), ("actor", actor), ("outcome", outcome))
@@ -85,7 +94,7 @@ def audit_filter(
     ]
     if errors:
         raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
-    return AuditFilter(subject_id, action, actor, outcome, since, until)
+    return AuditFilter(subject_id, action, actor, outcome, instants["since"], instants["until"])
 
 
 def _cursor(text: str | None) -> tuple[datetime, UUID] | None:
@@ -178,6 +187,18 @@ class AuditController(Controller):
         ),
         media_type=NDJSON,
         responses=problem_responses(422),
+        operation_class=documented(
+            content={
+                "200": {
+                    NDJSON: {
+                        "type": "array",
+                        "description": "NDJSON: one item a line, the entries, then the closing line",
+                        "items": {"anyOf": [inline_schema(ExportedEntry), inline_schema(ExportEnd)]},
+                    },
+                    CSV: {"type": "string", "description": "A header row, the entries, the closing line"},
+                }
+            }
+        ),
     )
     async def export(
         self,
@@ -208,7 +229,7 @@ class AuditController(Controller):
         opt={"scope": "audit:read"},
         summary="Signed checkpoints, newest first",
         description="`cursor` is the `tree_size` below which the next page starts (the last one returned).",
-        responses=problem_responses(),
+        responses=problem_responses(422),
     )
     async def list_checkpoints(
         self,
@@ -239,7 +260,7 @@ class AuditController(Controller):
     @get(
         "/audit/public-key",
         opt={"public": True},
-        security=[],
+        operation_class=documented(security=[]),
         summary="The Ed25519 public key that signs checkpoints (no API key needed)",
     )
     async def public_key(self, signer: NamedDependency[crypto.Signer]) -> PublicKey:
@@ -249,7 +270,7 @@ class AuditController(Controller):
         "/subjects/{subject_id:uuid}/timeline",
         opt={"scope": "audit:read"},
         summary="One subject's consents, decisions and requests, oldest first",
-        responses=problem_responses(404),
+        responses=problem_responses(404, 422),
     )
     async def timeline(
         self,

@@ -224,7 +224,7 @@ class PublicRequestController(Controller):
         response_headers=[
             ResponseHeader(name="Content-Disposition", value='attachment; filename="your-data.json"')
         ],
-        responses=problem_responses(410),
+        responses=problem_responses(404, 410),
     )
     async def download(
         self,

@@ -88,7 +88,7 @@ class RequestController(Controller):
         ),
         dto=json_body(RequestIn),
         return_dto=None,
-        responses=problem_responses(409, 422),
+        responses=problem_responses(409, 413, 422),
     )
     async def create(
         self,
@@ -150,7 +150,7 @@ class RequestController(Controller):
         summary="Mark the requester's identity verified (a deletion is then carried out)",
         dto=json_body(VerifyIn),
         return_dto=None,
-        responses=problem_responses(404, 409, 422),
+        responses=problem_responses(404, 409, 413, 422),
     )
     async def verify(
         self,
@@ -172,7 +172,7 @@ class RequestController(Controller):
         summary="Extend the due date once, by what the region's law allows, with a reason",
         dto=json_body(ReasonIn),
         return_dto=None,
-        responses=problem_responses(404, 409, 422),
+        responses=problem_responses(404, 409, 413, 422),
     )
     async def extend(
         self,
@@ -192,7 +192,7 @@ class RequestController(Controller):
         summary="Refuse a request; a refusal needs its reason",
         dto=json_body(ReasonIn),
         return_dto=None,
-        responses=problem_responses(404, 409, 422),
+        responses=problem_responses(404, 409, 413, 422),
     )
     async def reject(
         self,
@@ -212,7 +212,7 @@ class RequestController(Controller):
         summary="Mark a verified request completed (every downstream system must have confirmed)",
         dto=json_body(CompleteIn),
         return_dto=None,
-        responses=problem_responses(404, 409, 422),
+        responses=problem_responses(404, 409, 413, 422),
     )
     async def complete(
         self,
@@ -347,7 +347,7 @@ class SystemController(Controller):
         ),
         dto=json_body(SystemIn),
         return_dto=None,
-        responses=problem_responses(409, 422),
+        responses=problem_responses(409, 413, 422),
     )
     async def create(
         self,

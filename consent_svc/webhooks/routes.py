@@ -18,6 +18,7 @@ from consent_svc.bodies import json_body
 from consent_svc.consents.ledger import RecordRules
 from consent_svc.consents.types import BatchReceipt
 from consent_svc.errors import Conflict, FieldError, InvalidInput, NotFound, problem_responses
+from consent_svc.openapi import documented, header, inline_schema
 from consent_svc.policies.load import canonical_region
 from consent_svc.policies.types import Policies
 from consent_svc.settings import Settings
@@ -29,6 +30,7 @@ from consent_svc.webhooks.types import (
     EVENT_TYPES,
     Deliveries,
     DeliveryStatus,
+    InboundEvent,
     Replayed,
     ReplayRange,
     Source,
@@ -44,6 +46,29 @@ from consent_svc.webhooks.types import (
 
 SourcePath = FromPath[str]
 
+# The signed message as the OpenAPI document shows it: the handler reads the raw body (the signature covers
+# its bytes) and the headers itself, and decodes the body only once the signature holds.
+SIGNED_MESSAGE = documented(
+    security=[],
+    headers=[
+        header(
+            "webhook-id", "The message's id; a repeat from this source is answered again", {"type": "string"}
+        ),
+        header(
+            "webhook-timestamp",
+            "Unix seconds; within 5 minutes of the service's clock",
+            {"type": "string", "pattern": "^[0-9]+$"},
+        ),
+        header(
+            "webhook-signature",
+            "`v1,<base64 HMAC-SHA256>` over `id.timestamp.body` with the source's secret (several, "
+            "space-separated, during a rotation)",
+            {"type": "string"},
+        ),
+    ],
+    body=inline_schema(InboundEvent),
+)
+
 
 class SourceController(Controller):
     path = "/sources"
@@ -56,7 +81,7 @@ class SourceController(Controller):
         summary="Register a CMP source; its signing secret (whsec_...) is shown once",
         dto=json_body(SourceIn),
         return_dto=None,
-        responses=problem_responses(409, 422),
+        responses=problem_responses(409, 413, 422),
     )
     async def create(
         self,
@@ -135,7 +160,7 @@ class InboundController(Controller):
     @post(
         "/{source:str}",
         opt={"public": True},  # no API key: the Standard Webhooks signature with the source's secret
-        security=[],
+        operation_class=SIGNED_MESSAGE,
         status_code=202,
         summary="A CMP's signed message (Standard Webhooks): consent records in the ledger's format",
         description=(
@@ -218,7 +243,7 @@ class SubscriptionController(Controller):
         ),
         dto=json_body(SubscriptionIn),
         return_dto=None,
-        responses=problem_responses(422),
+        responses=problem_responses(413, 422),
     )
     async def create(
         self,
@@ -271,7 +296,7 @@ class SubscriptionController(Controller):
         summary="Change the URL, the events or the filter (fields left out keep their value)",
         dto=json_body(SubscriptionUpdate),
         return_dto=None,
-        responses=problem_responses(404, 422),
+        responses=problem_responses(404, 413, 422),
     )
     async def update(
         self,
@@ -377,7 +402,7 @@ class SubscriptionController(Controller):
     @get(
         "/{subscription_id:uuid}/deliveries",
         summary="Deliveries to a subscription, newest first: status, attempts, last error",
-        responses=problem_responses(404),
+        responses=problem_responses(404, 422),
     )
     async def deliveries(
         self,
@@ -421,7 +446,7 @@ class SubscriptionController(Controller):
         summary="Send again every delivery of events made in [since, until)",
         dto=json_body(ReplayRange),
         return_dto=None,
-        responses=problem_responses(404, 422),
+        responses=problem_responses(404, 413, 422),
     )
     async def replay_range(
         self,
