@@ -3,13 +3,14 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 
-$(VENV)/.installed: pyproject.toml
+# requirements.lock pins every package the service and its tests install (`make lock` writes it again).
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -c requirements.lock -e '.[test]'
 	touch $@
 
-.PHONY: run test bench bench-check bench-audit bench-inbound bench-soak
+.PHONY: run test lock audit bench bench-check bench-audit bench-inbound bench-soak
 run: $(VENV)/.installed
 	$(VENV)/bin/consent-svc serve $(ARGS)
 
@@ -24,6 +25,14 @@ $(AXE):
 
 test: $(VENV)/.installed /usr/bin/chromium $(AXE)
 	$(VENV)/bin/pytest $(ARGS)
+
+lock: $(VENV)/.installed
+	$(VENV)/bin/pip install -q pip-tools==7.6.2
+	$(VENV)/bin/pip-compile -q --extra test --strip-extras --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
+
+# Known vulnerabilities in the locked packages (PyPI's advisories via pip-audit); .ci/run runs it.
+audit: $(VENV)/.installed
+	$(VENV)/bin/python .ci/audit requirements.lock
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/ingest.py $(ARGS)
