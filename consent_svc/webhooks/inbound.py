@@ -35,9 +35,14 @@ REFUSED = metrics.get_meter("consent_svc").create_counter(
 DECODE = msgspec.json.Decoder(InboundEvent)
 
 
-def refused(reason: str, source: str) -> Unauthorized:
+def refused(reason: str, source: str | None) -> Unauthorized:
+    """`source`: a registered source's name, or None. The path's name is the caller's to choose until it
+    matches a source: logged, it would let anyone write what they like (newlines, megabytes) into the log."""
     REFUSED.add(1, {"reason": reason})
-    log.warning("inbound message for source %s refused: %s", source, reason)
+    if source is None:
+        log.warning("inbound message for an unknown source refused")
+    else:
+        log.warning("inbound message for source %s refused: %s", source, reason)
     return Unauthorized(f"The message's signature was refused ({reason}).")
 
 
@@ -54,7 +59,7 @@ async def receive(
     async with pool.acquire() as conn:
         found = await store.verifiers(conn, keys, source)
     if found is None:  # the same answer as a bad signature: source names are not to be probed
-        raise refused("unknown_source", source)
+        raise refused("unknown_source", None)
     try:
         message_id = signing.verify(found.keys, headers, body, time.time())
     except signing.SignatureError as exc:

@@ -105,6 +105,18 @@ async def test_a_message_that_is_not_signed_right_is_401_and_stores_nothing(clie
     assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'webhook.received'") == 0
 
 
+async def test_a_message_for_an_unknown_source_leaves_no_caller_chosen_text_in_the_log(client, caplog):
+    # The path's name is anyone's to choose: logged as sent, it would forge lines or flood the log.
+    forged_line = "x%0ACRITICAL%20audit%20chain%20broken%20" + "y" * 5000  # %0A: a newline
+    payload, headers = signed("whsec_" + "A" * 32, records_event(record()))
+    with caplog.at_level("WARNING", logger="consent_svc.webhooks"):
+        response = await client.post(f"/v1/inbound/{forged_line}", content=payload, headers=headers)
+    assert response.status_code == 401, response.text
+    assert "inbound message for an unknown source refused" in caplog.text
+    assert "audit chain broken" not in caplog.text
+    assert "yyyy" not in caplog.text
+
+
 @pytest.mark.parametrize(
     ("body", "status", "field"),
     [
