@@ -171,6 +171,8 @@ async def test_search_filters_and_pages_newest_first(client, admin, legal, keys)
         ({"subject_id": "not-a-uuid"}, 422),
         ({"since": "yesterday"}, 422),
         ({"since": "2026-01-01T00:00:00"}, 422),
+        ({"since": "2026"}, 422),  # once read as Unix seconds: 1970-01-01T00:33:46Z, silently
+        ({"until": "1767225600"}, 422),
     ],
 )
 async def test_bad_search_is_a_problem_not_a_500(client, legal, query, status):
