@@ -92,6 +92,9 @@ class Decider:
         self._in_flight = 0
         self._scheduled = False
         self._tasks: set[asyncio.Task] = set()
+        # Subjects whose GPC opt-out is being written: the checks of one page view arrive together, and each
+        # would otherwise write the same refusals again.
+        self._gpc_recording: set[UUID] = set()
 
     # -- validation -------------------------------------------------------------------------------------
 
@@ -230,11 +233,14 @@ class Decider:
             and answer.reason == "gpc_opt_out"
             and states[i][0] is not None
             and self._gpc_binds(answer.policy.regime)
+            and states[i][0] not in self._gpc_recording
         }
         if signals:
+            self._gpc_recording.update(signals)
             task = asyncio.get_running_loop().create_task(self._record_gpc_opt_outs(signals))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(lambda _: self._gpc_recording.difference_update(signals))
         return answers
 
     async def _honour_consent_after_gpc_conflict(
@@ -282,6 +288,13 @@ class Decider:
                     conn, [(s, row.purpose) for s, (row, _) in signals.items()]
                 )
                 signals = {s: signal for s, signal in signals.items() if s not in regranted}
+                covered = [
+                    (subject_id, purpose)
+                    for subject_id, (_, decision) in signals.items()
+                    for purpose in self.rulebook.policies.regimes[decision.policy.regime].gpc.purposes
+                ]
+                # Refused already (by the consumer, or by a signal another worker recorded): nothing to add.
+                refused = await store.refused(conn, covered)
                 hashes = await store.a_hash_per_subject(conn, list(signals))
             records = [
                 prepared(
@@ -297,6 +310,7 @@ class Decider:
                 for subject_id, (row, decision) in signals.items()
                 if subject_id in hashes
                 for purpose in self.rulebook.policies.regimes[decision.policy.regime].gpc.purposes
+                if (subject_id, purpose) not in refused
             ]
             if records:
                 await record_batch(self.pool, self.keys, records, audit_store.SYSTEM)

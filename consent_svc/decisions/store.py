@@ -52,6 +52,12 @@ WHERE EXISTS (
       AND src.source ->> 'method' = 'gpc_signal'
 )
 """
+# The (subject, purpose) pairs already refused: a GPC signal adds nothing to them.
+SELECT_REFUSED = """
+SELECT cs.subject_id, cs.purpose
+FROM unnest($1::uuid[], $2::text[]) AS t (s, p)
+JOIN consent_state cs ON cs.subject_id = t.s AND cs.purpose = t.p AND cs.status IN ('denied', 'withdrawn')
+"""
 SELECT_SUBJECTS_BY_HASHES = """
 SELECT DISTINCT subject_id FROM identifier_lookup WHERE lookup_hash = ANY($1::bytea[])
 """
@@ -195,6 +201,11 @@ async def a_hash_per_subject(conn: asyncpg.Connection, subject_ids: list[UUID]) 
 async def regranted_after_gpc(conn: asyncpg.Connection, pairs: list[tuple[UUID, str]]) -> set[UUID]:
     subjects, purposes = zip(*pairs, strict=True) if pairs else ((), ())
     return {row[0] for row in await conn.fetch(SELECT_REGRANTED_AFTER_GPC, list(subjects), list(purposes))}
+
+
+async def refused(conn: asyncpg.Connection, pairs: list[tuple[UUID, str]]) -> set[tuple[UUID, str]]:
+    subjects, purposes = zip(*pairs, strict=True) if pairs else ((), ())
+    return {(row[0], row[1]) for row in await conn.fetch(SELECT_REFUSED, list(subjects), list(purposes))}
 
 
 async def subjects_of(conn: asyncpg.Connection, hashes: list[bytes]) -> list[UUID]:

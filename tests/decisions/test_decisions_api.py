@@ -390,6 +390,23 @@ async def test_gpc_opts_the_known_california_consumer_out_for_later_requests_too
     assert (await decide(client, admin, check(purpose="sale", region="US-CA")))["reason"] == "consent_granted"
 
 
+async def test_a_page_views_checks_with_gpc_record_each_opt_out_once(client, admin):
+    """The checks of one page view arrive together, all carrying the signal: one refusal per purpose, not one
+    per check; and a purpose the consumer had refused already gets none."""
+    (receipt,) = await write(
+        client, admin, record(purpose="share", status="denied", region="US-CA", at=iso(-60))
+    )
+    purposes = ("sale", "share", "targeted_advertising") * 3
+    answers = await asyncio.gather(
+        *(decide(client, admin, check(purpose=p, region="US-CA", gpc=True)) for p in purposes)
+    )
+    assert {a["allowed"] for a in answers} == {False}
+    found = await gpc_records(client, admin, receipt["subject_id"], want=2)
+    await asyncio.sleep(0.5)  # time for any duplicate to land
+    found = await gpc_records(client, admin, receipt["subject_id"], want=3, timeout=0.3)
+    assert sorted(r["purpose"] for r in found) == ["sale", "targeted_advertising"]
+
+
 async def test_gpc_of_an_unknown_consumer_creates_no_subject(client, admin):
     answer = await decide(
         client, admin, check(email="nobody@example.com", purpose="sale", region="US-CA", gpc=True)
