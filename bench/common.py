@@ -30,6 +30,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_listening(port: int) -> None:
+    """Until something (a receiver process) listens on 127.0.0.1:port; exit after 10 s."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    sys.exit("the receiver did not start")
+
+
 def pct(sorted_values: list[float], p: float) -> float:
     """The p-th percentile of seconds, in milliseconds."""
     return sorted_values[max(0, math.ceil(p / 100 * len(sorted_values)) - 1)] * 1000

@@ -20,7 +20,6 @@ import argparse
 import json
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 
-from common import ROOT, Service, checkout, free_port, pct
+from common import ROOT, Service, checkout, free_port, pct, wait_listening
 from standardwebhooks.webhooks import Webhook
 
 # tests/vectors/tcf.json tcf-005 (all purposes), whole: its core, disclosed-vendors and publisher segments.
@@ -92,16 +91,6 @@ def post(service: Service, key: str, path: str, body: dict) -> dict:
     )
     with urllib.request.urlopen(request) as response:
         return json.loads(response.read())
-
-
-def wait_listening(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    sys.exit("the receiver did not start")
 
 
 def wait_drained(service: Service, key: str, subscription_id: str, timeout: float) -> int:

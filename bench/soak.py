@@ -44,7 +44,6 @@ import random
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -60,7 +59,7 @@ import aiohttp
 import asyncpg
 import msgspec
 import psutil
-from common import Service, free_port, pct, postmasters
+from common import Service, free_port, pct, postmasters, wait_listening
 from standardwebhooks.webhooks import Webhook
 
 KINDS = ("check", "write", "inbound")
@@ -420,16 +419,6 @@ def request(port: int, key: str, method: str, path: str, body: dict | None = Non
             return r.status, json.loads(r.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, {}
-
-
-def wait_listening(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    sys.exit("the receiver did not start")
 
 
 def seed(port: int, key: str, people: Population) -> int:
