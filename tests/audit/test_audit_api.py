@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import time
+from datetime import datetime
 
 import asyncpg
 import pytest
@@ -158,7 +159,8 @@ async def test_search_filters_and_pages_newest_first(client, admin, legal, keys)
         cursor = page["next_cursor"]
         if cursor is None:
             break
-    ats = [(e["at"], e["entry_id"]) for e in seen]
+    # Compared as instants: as text, a whole second ("...:21Z") sorts after "...:21.024000Z".
+    ats = [(datetime.fromisoformat(e["at"]), e["entry_id"]) for e in seen]
     assert ats == sorted(ats, reverse=True) and len(set(ats)) == len(ats) == 9  # + policy.loaded
 
 
