@@ -31,6 +31,7 @@ class Claim(msgspec.Struct, frozen=True):
     key_hash: bytes
     request_hash: bytes
     ttl_hours: int
+    kind: str = "Idempotency-Key"  # what the caller calls its key, for the error: a CMP sends a webhook-id
 
 
 class Replay(msgspec.Struct, frozen=True):
@@ -67,7 +68,8 @@ async def claim(conn: asyncpg.Connection, c: Claim) -> Replay | None:
     row = await conn.fetchrow(SELECT_KEY, c.api_key_id, c.key_hash)
     if row["request_hash"] != c.request_hash:
         raise InvalidInput(
-            "This Idempotency-Key was used with a different request body", title="Idempotency-Key reused"
+            f"This {c.kind} was used with a different body",
+            title=f"{c.kind} reused",
         )
     return Replay(row["status_code"], row["response"])
 

@@ -85,6 +85,7 @@ async def receive(
         hashlib.sha256(message_id.encode()).digest(),
         hmac.digest(rules.idempotency_key, body, "sha256"),
         rules.idempotency_ttl_hours,
+        kind="webhook-id",
     )
     received = audit_store.entry(
         "webhook.received",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -75,6 +76,7 @@ async def test_a_retried_message_is_answered_again_and_stored_once(client, cmp, 
         client, "web-cmp", cmp, records_event(record(email="s@example.com")), msg_id="msg_retry"
     )
     assert other_body.status_code == 422
+    assert other_body.json()["title"] == "webhook-id reused", other_body.text
     assert await conn.fetchval("SELECT count(*) FROM consent_records") == 1
 
 
@@ -425,3 +427,57 @@ async def test_a_didomi_event_that_decides_nothing_is_a_422(client, didomi, even
     response = await post(client, "didomi", didomi, event)
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["field"] == field
+
+
+async def post_at_once(client, secret: str, messages: list[tuple[dict, str]]):
+    """Messages sent concurrently, as a busy CMP does: each gets its own answer."""
+    signed_messages = [signed(secret, body, msg_id=msg_id) for body, msg_id in messages]
+    return await asyncio.gather(
+        *(client.post("/v1/inbound/web-cmp", content=p, headers=h) for p, h in signed_messages)
+    )
+
+
+async def test_messages_sent_at_once_each_get_their_own_receipts_and_a_repeat_is_stored_once(
+    client, cmp, conn
+):
+    messages = [(records_event(record(email=f"c{i}@example.com")), f"msg_c{i}") for i in range(24)]
+    messages.append(messages[5])  # a CMP's retry, arriving before the first try was answered
+    answers = await post_at_once(client, cmp, messages)
+    assert [a.status_code for a in answers] == [202] * 25, [a.text for a in answers]
+    receipts = [a.json()["records"] for a in answers]
+    assert all(len(r) == 1 for r in receipts)
+    assert len({r[0]["subject_id"] for r in receipts[:24]}) == 24
+    assert receipts[24] == receipts[5]
+    assert [a.headers.get("idempotent-replayed") for a in (answers[5], answers[24])].count("true") == 1
+    assert await conn.fetchval("SELECT count(*) FROM consent_records") == 24
+    assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'webhook.received'") == 24
+    assert await conn.fetchval("SELECT count(*) FROM outbox WHERE type = 'consent.changed'") == 24
+    # Each receipt names the subject of its own message: a later message for the same person finds it.
+    for i in (0, 5, 23):
+        later = await post(
+            client, "web-cmp", cmp, records_event(record(email=f"c{i}@example.com", purpose="analytics"))
+        )
+        assert later.json()["records"][0]["subject_id"] == receipts[i][0]["subject_id"]
+
+
+async def test_a_bad_message_among_messages_sent_at_once_fails_alone(client, cmp, conn):
+    first = await post(client, "web-cmp", cmp, records_event(record(email="a@example.com")))
+    second = await post(client, "web-cmp", cmp, records_event(record(email="b@example.com")))
+    assert first.status_code == second.status_code == 202
+    both = record(
+        identifiers=[{"type": "email", "value": "a@example.com"}, {"type": "email", "value": "b@example.com"}]
+    )
+    messages = [(records_event(record(email=f"d{i}@example.com")), f"msg_d{i}") for i in range(12)]
+    messages.insert(3, (records_event(both), "msg_two_subjects"))
+    messages.insert(
+        7, (records_event(record(email="other@example.com")), "msg_d0")
+    )  # msg_d0's id, another body
+    answers = await post_at_once(client, cmp, messages)
+    statuses = [a.status_code for a in answers]
+    assert statuses[3] == 409 and "different subjects" in answers[3].text
+    # Two messages with one webhook-id and different bodies: whichever came second is refused.
+    assert sorted([statuses[0], statuses[7]]) == [202, 422]
+    assert "webhook-id was used with a different body" in answers[0 if statuses[0] == 422 else 7].text
+    assert statuses.count(202) == 12, [a.text for a in answers]
+    assert await conn.fetchval("SELECT count(*) FROM consent_records") == 2 + 12
+    assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'webhook.received'") == 2 + 12
