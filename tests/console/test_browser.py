@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.conftest import LOOKUP_SECRET, MASTER_KEY
-from tests.process.service import CLI, Service
+from tests.process.service import CLI, running
 from tests.webhooks.receiver import Receiver
 
 pytestmark = pytest.mark.process
@@ -33,18 +32,15 @@ PASSWORD = "a long browser test password"
 
 @pytest.fixture
 def service(db_url, tmp_path):
-    env = {
-        "DATABASE_URL": db_url,
-        "CONSENT_SVC_MASTER_KEY": MASTER_KEY,
-        "CONSENT_SVC_LOOKUP_SECRET": LOOKUP_SECRET,
-        "CONSENT_SVC_MODE": "local",  # plain http on 127.0.0.1: cookies cannot be Secure here
-        "CONSENT_SVC_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "1",
-        "CONSENT_SVC_BRAND_NAME": "Acme Outdoor",
-        "CONSENT_SVC_LOG_LEVEL": "DEBUG",  # the most the service ever logs: still no one's e-mail in it
-    }
-    svc = Service(env, tmp_path, workers=2)
-    yield svc.start()
-    svc.stop()
+    with running(
+        db_url,
+        tmp_path,
+        CONSENT_SVC_MODE="local",  # plain http on 127.0.0.1: cookies cannot be Secure here
+        CONSENT_SVC_WEBHOOK_ALLOW_PRIVATE_NETWORKS="1",
+        CONSENT_SVC_BRAND_NAME="Acme Outdoor",
+        CONSENT_SVC_LOG_LEVEL="DEBUG",  # the most the service ever logs: still no one's e-mail in it
+    ) as started:
+        yield started
 
 
 @pytest.fixture

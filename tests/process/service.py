@@ -12,8 +12,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from tests.conftest import LOOKUP_SECRET, MASTER_KEY
 
 CLI = str(Path(sys.executable).parent / "consent-svc")
 
@@ -112,3 +115,20 @@ class Service:
                 return response.status, json.loads(response.read() or b"null")
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"null")
+
+
+@contextmanager
+def running(db_url: str, data_dir: Path, workers: int = 2, **settings: str) -> Iterator[Service]:
+    """The service started on the test's database with the suite's keys, and stopped after; `settings`: more
+    of its environment (CONSENT_SVC_MODE="local", ...)."""
+    env = {
+        "DATABASE_URL": db_url,
+        "CONSENT_SVC_MASTER_KEY": MASTER_KEY,
+        "CONSENT_SVC_LOOKUP_SECRET": LOOKUP_SECRET,
+        **settings,
+    }
+    service = Service(env, data_dir, workers)
+    try:
+        yield service.start()
+    finally:
+        service.stop()

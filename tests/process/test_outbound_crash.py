@@ -11,9 +11,8 @@ import time
 
 import pytest
 
-from tests.conftest import LOOKUP_SECRET, MASTER_KEY
 from tests.consents.helpers import batch, record
-from tests.process.service import Service
+from tests.process.service import Service, running
 from tests.webhooks.receiver import Receiver
 
 pytestmark = pytest.mark.process
@@ -21,17 +20,14 @@ pytestmark = pytest.mark.process
 
 @pytest.fixture
 def local_service(db_url, tmp_path):
-    env = {
-        "DATABASE_URL": db_url,
-        "CONSENT_SVC_MASTER_KEY": MASTER_KEY,
-        "CONSENT_SVC_LOOKUP_SECRET": LOOKUP_SECRET,
-        "CONSENT_SVC_MODE": "local",
-        "CONSENT_SVC_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "1",
-        "CONSENT_SVC_WEBHOOK_RETRY_BASE_SECONDS": "0.1",
-    }
-    svc = Service(env, tmp_path, workers=2)
-    yield svc.start()
-    svc.stop()
+    with running(
+        db_url,
+        tmp_path,
+        CONSENT_SVC_MODE="local",
+        CONSENT_SVC_WEBHOOK_ALLOW_PRIVATE_NETWORKS="1",
+        CONSENT_SVC_WEBHOOK_RETRY_BASE_SECONDS="0.1",
+    ) as started:
+        yield started
 
 
 def writer(svc: Service, key: str, acked: list[str], stop: threading.Event, tag: str) -> None:

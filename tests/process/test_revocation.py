@@ -19,24 +19,14 @@ def test_revocation_reaches_every_worker_at_once(service):
 
 
 def test_keys_never_reach_the_log_even_at_debug(db_url, tmp_path):
-    from tests.conftest import LOOKUP_SECRET, MASTER_KEY
-    from tests.process.service import Service
+    from tests.process.service import running
 
-    env = {
-        "DATABASE_URL": db_url,
-        "CONSENT_SVC_MASTER_KEY": MASTER_KEY,
-        "CONSENT_SVC_LOOKUP_SECRET": LOOKUP_SECRET,
-        "CONSENT_SVC_LOG_LEVEL": "DEBUG",
-    }
-    service = Service(env, tmp_path, workers=1).start()
-    try:
+    with running(db_url, tmp_path, workers=1, CONSENT_SVC_LOG_LEVEL="DEBUG") as service:
         new = json.loads(service.cli("keys", "create", "--name", "logged?", "--scope", "consents:read"))
         assert service.call("GET", "/v1/purposes", key=new["key"])[0] == 200
         assert service.call("GET", "/v1/purposes", key=new["key"] + "x")[0] == 401  # a refusal is logged too
         service.cli("keys", "revoke", new["id"])
         assert service.call("GET", "/v1/purposes", key=new["key"])[0] == 401
         logged = service.log_tail(all_of_it=True)
-    finally:
-        service.stop()
     secret = new["key"].rsplit("_", 1)[1]
     assert logged and secret not in logged and new["key"] not in logged

@@ -62,23 +62,19 @@ def ndjson(ctx, response):  # noqa: ANN001, ANN201
 @pytest.fixture
 def service(db_url, tmp_path):
     # Imported here: Schemathesis loads this module as its hooks file, and needs none of it.
-    from tests.conftest import LOOKUP_SECRET, MASTER_KEY
-    from tests.process.service import Service
+    from tests.process.service import running
 
-    env = {
-        "DATABASE_URL": db_url,
-        "CONSENT_SVC_MASTER_KEY": MASTER_KEY,
-        "CONSENT_SVC_LOOKUP_SECRET": LOOKUP_SECRET,
-        # Every request comes from 127.0.0.1: at the default 20 an hour, the public operations would answer
-        # little but 429 and their logic would go untested.
-        "CONSENT_SVC_PUBLIC_RATE_PER_ADDRESS": "1000000",
-        "CONSENT_SVC_PUBLIC_RATE_PER_IDENTIFIER": "1000000",
-    }
     data_dir = tmp_path / "service"
     data_dir.mkdir()
-    svc = Service(env, data_dir, workers=2)
-    yield svc.start()
-    svc.stop()
+    with running(
+        db_url,
+        data_dir,
+        # Every request comes from 127.0.0.1: at the default 20 an hour, the public operations would answer
+        # little but 429 and their logic would go untested.
+        CONSENT_SVC_PUBLIC_RATE_PER_ADDRESS="1000000",
+        CONSENT_SVC_PUBLIC_RATE_PER_IDENTIFIER="1000000",
+    ) as started:
+        yield started
 
 
 def schemathesis_run(url: str, workdir: Path, headers: list[str]) -> subprocess.Popen:
