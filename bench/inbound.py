@@ -3,12 +3,13 @@
     make bench-inbound                          # 50,000 events, 2 workers, 32 connections
     make bench-inbound ARGS="--events 5000 --before REV"   # REV and this checkout, interleaved, 3 rounds
     .venv/bin/python bench/inbound.py --events 20000 --kind tcf
+    .venv/bin/python bench/inbound.py --events 2000 --records 50   # a CMP that sends its records in batches
 
 Starts `consent-svc serve` (embedded PostgreSQL in a fresh temp directory unless --database-url), registers a
-source, pre-signs --events messages (each one event for a new subject: a `consent.records` event of one record,
-or with --kind tcf a `tcf.string` event, which becomes four records), then sends each exactly once from wrk
-(1 thread, --connections; the Lua script stops after the last message). Prints events/s, p50/p99 and the
-non-2xx count, and the CPU per event of the service and PostgreSQL. Signing uses the reference library.
+source, pre-signs --events messages (each one event: a `consent.records` event of --records records, each for a
+new subject, or with --kind tcf a `tcf.string` event, which becomes four records), then sends each exactly once
+from wrk (1 thread, --connections; the Lua script stops after the last message). Prints events/s and records/s,
+p50/p99 and the non-2xx count, and the CPU per event of the service and PostgreSQL. Signing uses the reference library.
 A subscriber (bench/receiver.py, its own process) takes every `consent.changed` the events cause: the bench
 prints the latency from each write to its delivery (p50/p99) and when the last one arrived.
 Needs wrk (apt-get install -y wrk).
@@ -78,19 +79,22 @@ end
 """
 
 
-def event(i: int, kind: str, tag: str) -> dict:
-    subject = {"identifiers": [{"type": "email", "value": f"in{i}-{tag}@example.com"}]}
+def event(i: int, kind: str, tag: str, records: int = 1) -> dict:
     if kind == "tcf":
+        subject = {"identifiers": [{"type": "email", "value": f"in{i}-{tag}@example.com"}]}
         return {"type": "tcf.string", "data": {"subject": subject, "tc_string": TC_STRING, "region": "FR"}}
-    record = {
-        "subject": subject,
-        "purpose": "analytics",
-        "status": "granted",
-        "collected_at": "2026-11-01T00:00:00Z",
-        "region": "FR",
-        "source": SOURCE,
-    }
-    return {"type": "consent.records", "data": {"records": [record]}}
+    batch = [
+        {
+            "subject": {"identifiers": [{"type": "email", "value": f"in{i}.{j}-{tag}@example.com"}]},
+            "purpose": "analytics",
+            "status": "granted",
+            "collected_at": "2026-11-01T00:00:00Z",
+            "region": "FR",
+            "source": SOURCE,
+        }
+        for j in range(records)
+    ]
+    return {"type": "consent.records", "data": {"records": batch}}
 
 
 def post(service: Service, key: str, path: str, body: dict) -> dict:
@@ -140,7 +144,7 @@ def one_run(args: argparse.Namespace, command: list[str] | None = None, env: dic
         now = datetime.now(UTC)
         lines = []
         for i in range(args.events):
-            body = json.dumps(event(i, args.kind, str(int(t0))), separators=(",", ":"))
+            body = json.dumps(event(i, args.kind, str(int(t0)), args.records), separators=(",", ":"))
             msg_id = f"msg_{i}"
             lines.append(f"{msg_id}\t{int(now.timestamp())}\t{signer.sign(msg_id, now, body)}\t{body}")
         messages = service.tmp / "messages.tsv"
@@ -208,7 +212,11 @@ def one_run(args: argparse.Namespace, command: list[str] | None = None, env: dic
 
 def report(args: argparse.Namespace, r: dict) -> None:
     print(f"inbound bench: {args.kind}, {args.workers} workers, wrk 1 thread {args.connections} connections")
-    print(f"events         {r['events']:,.0f}: {r['rate']:,.0f} events/s (target 5,000)")
+    per_event = 4 if args.kind == "tcf" else args.records
+    print(
+        f"events         {r['events']:,.0f}: {r['rate']:,.0f} events/s (target 5,000), "
+        f"{r['rate'] * per_event:,.0f} records/s ({per_event} per event)"
+    )
     print(f"latency        p50 {r['p50']}  p99 {r['p99']}  non-2xx {r['non2xx']}")
     latencies = r["latencies"]
     if latencies:
@@ -224,6 +232,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=50_000)
     ap.add_argument("--kind", choices=["records", "tcf"], default="records")
+    ap.add_argument(
+        "--records", type=int, default=1, help="records per consent.records event, each for its own subject"
+    )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--database-url", help="external PostgreSQL instead of the embedded one")
