@@ -42,6 +42,10 @@ async def main(port: int, out: str) -> None:
                 writer.write(ANSWER)
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
+        except asyncio.CancelledError:
+            # Stopping with the delivery process's connections still open: asyncio cancels their handlers, and
+            # a handler that ends cancelled is printed as an error at exit.
+            writer.close()
 
     server = await asyncio.start_server(serve, "127.0.0.1", port)
     stop = asyncio.Event()
