@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import asyncpg
@@ -55,14 +55,19 @@ PROBLEM_DESCRIPTIONS = {
 }
 
 
-def problem_responses(*codes: int) -> dict[int, ResponseSpec]:
-    """OpenAPI entries for the problems an operation can answer (all application/problem+json)."""
-    common = (400, 401, 403, 503)
+def problem_responses(
+    *codes: int, keyed: bool = True, described: Mapping[int, str] | None = None
+) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the problems an operation can answer (all application/problem+json). `keyed`: the
+    operation takes an API key, so it may answer 401 and 403; `described`: what a code means here, where that
+    is not what PROBLEM_DESCRIPTIONS says (a signature refused rather than a key)."""
+    common = (400, 401, 403, 503) if keyed else (400, 503)
+    descriptions = {**PROBLEM_DESCRIPTIONS, **(described or {})}
     return {
         code: ResponseSpec(
             data_container=Problem,
             media_type=PROBLEM_JSON,
-            description=PROBLEM_DESCRIPTIONS[code],
+            description=descriptions[code],
             generate_examples=False,
         )
         for code in sorted({*common, *codes})

@@ -133,6 +133,24 @@ async def test_openapi_documents_problem_responses(client, settings):
             assert "application/problem+json" in responses["400"]["content"], (method, path)
 
 
+async def test_openapi_promises_no_key_refusal_where_no_key_is_asked(client):
+    """Operations without an API key never answer 401 or 403 for a key (the test below holds them to it), so
+    their documentation says neither. The inbound webhook does refuse, for its signature, and says so."""
+    paths = (await client.get("/schema/openapi.json")).json()["paths"]
+    keyless = {
+        (path, method): operation
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+        if operation.get("security") == [] or path.startswith("/public")
+    }
+    assert ("/public/requests", "post") in keyless and ("/v1/audit/public-key", "get") in keyless
+    inbound = keyless.pop(("/v1/inbound/{source}", "post"))
+    assert "signature" in inbound["responses"]["401"]["description"]
+    assert "disabled" in inbound["responses"]["403"]["description"]
+    for (path, method), operation in keyless.items():
+        assert not {"401", "403"} & operation["responses"].keys(), (method, path)
+
+
 async def test_openapi_request_body_is_the_full_record_type(client):
     schema = (await client.get("/schema/openapi.json")).json()
     body = schema["paths"]["/v1/consents"]["post"]["requestBody"]["content"]["application/json"]["schema"]

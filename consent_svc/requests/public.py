@@ -175,7 +175,7 @@ class PublicRequestController(Controller):
         ),
         dto=json_body(PublicRequestIn),
         return_dto=None,
-        responses=problem_responses(413, 422, 429),
+        responses=problem_responses(413, 422, 429, keyed=False),
     )
     async def submit_request(
         self,
@@ -194,7 +194,7 @@ class PublicRequestController(Controller):
         summary="Confirm a request with the one-time code",
         dto=json_body(CodeIn),
         return_dto=None,
-        responses=problem_responses(404, 409, 410, 413, 422, 429),
+        responses=problem_responses(404, 409, 410, 413, 422, 429, keyed=False),
     )
     async def verify(
         self,
@@ -211,7 +211,7 @@ class PublicRequestController(Controller):
     @get(
         "/requests/{request_id:uuid}",
         summary="A request's status and due date",
-        responses=problem_responses(404),
+        responses=problem_responses(404, keyed=False),
     )
     async def request_status(
         self, request_id: FromPath[UUID], pool: NamedDependency[asyncpg.Pool]
@@ -224,7 +224,7 @@ class PublicRequestController(Controller):
         response_headers=[
             ResponseHeader(name="Content-Disposition", value='attachment; filename="your-data.json"')
         ],
-        responses=problem_responses(404, 410),
+        responses=problem_responses(404, 410, keyed=False),
     )
     async def download(
         self,

@@ -172,7 +172,18 @@ class InboundController(Controller):
             "already taken from this source answers the same again and stores nothing. A bad, missing or stale "
             "signature, or an unknown source: 401, nothing stored."
         ),
-        responses=problem_responses(409, 413, 422),
+        responses=problem_responses(
+            401,
+            403,
+            409,
+            413,
+            422,
+            keyed=False,
+            described={
+                401: "The signature is missing, bad or stale, or the source is unknown; nothing was stored",
+                403: "The source is disabled; nothing was stored",
+            },
+        ),
     )
     async def receive(
         self,
