@@ -1,7 +1,8 @@
 """What the OpenAPI document says where Litestar cannot infer it from a handler's signature.
 
 - Bodies refuse fields they do not declare (msgspec's `forbid_unknown_fields`): their schemas say
-  `additionalProperties: false` (`StrictStructs`, an app plugin).
+  `additionalProperties: false` (`StrictStructs`, an app plugin). A Struct whose `exactly_one_of` names
+  fields of which its `__post_init__` takes exactly one gets a `oneOf` saying so.
 - Litestar adds each layer's `security` to the next, so a handler cannot take the /v1 router's bearer key off
   by itself: `documented(security=[])` says the operation takes none.
 - A body read as bytes (a signature is checked over them before they are decoded), headers read from the
@@ -17,13 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from litestar._openapi.schema_generation.plugins import StructSchemaPlugin
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Parameter, RequestBody
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Parameter, RequestBody, Schema
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from litestar._openapi.schema_generation import SchemaCreator
-    from litestar.openapi.spec import Schema
     from litestar.typing import FieldDefinition
 
 
@@ -39,6 +39,20 @@ class StrictStructs(StructSchemaPlugin):
             return schema
         if info.forbid_unknown_fields:
             schema.additional_properties = False
+        exclusive = getattr(field_definition.type_, "exactly_one_of", ())
+        if exclusive:  # checked in the Struct's __post_init__, which no schema can see
+            schema.one_of = [
+                Schema(
+                    required=[name],
+                    properties={
+                        other: Schema(type=OpenAPIType.NULL)
+                        if other != name
+                        else Schema(schema_not=Schema(type=OpenAPIType.NULL))
+                        for other in exclusive
+                    },
+                )
+                for name in exclusive
+            ]
         for field in info.fields:
             item = _string_items(field.type)
             if item is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 from uuid import UUID
 
 import msgspec
@@ -20,6 +20,11 @@ PolicyVersion = Annotated[
 
 class SubjectRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     """Exactly one of `identifiers` (as in consent records) or `id` (a subject id the ledger gave)."""
+
+    exactly_one_of: ClassVar[tuple[str, ...]] = (
+        "identifiers",
+        "id",
+    )  # the OpenAPI schema says so (openapi.py)
 
     identifiers: Identifiers | None = None
     id: UUID | None = None

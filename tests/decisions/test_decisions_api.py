@@ -154,6 +154,19 @@ async def test_malformed_check_is_a_422_problem_naming_the_field(client, admin, 
         assert any(e["field"].startswith(field) for e in response.json()["errors"]), response.json()
 
 
+async def test_the_openapi_document_says_a_subject_is_named_by_exactly_one_of_identifiers_or_id(client):
+    """The two cases the test above refuses (neither, both) are refused by the document's schema too, so a
+    client generated from it does not learn the rule from a 422."""
+    schemas = (await client.get("/schema/openapi.json")).json()["components"]["schemas"]
+    subject = schemas["SubjectRef"]
+    assert subject["additionalProperties"] is False
+    branches = {tuple(branch["required"]): branch["properties"] for branch in subject["oneOf"]}
+    assert branches == {
+        ("identifiers",): {"identifiers": {"not": {"type": "null"}}, "id": {"type": "null"}},
+        ("id",): {"identifiers": {"type": "null"}, "id": {"not": {"type": "null"}}},
+    }
+
+
 async def test_malformed_json_is_a_400_problem(client, admin):
     response = await client.post(
         "/v1/decisions", content=b'{"subject": ', headers={**admin, "content-type": "application/json"}
