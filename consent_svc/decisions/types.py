@@ -21,10 +21,8 @@ PolicyVersion = Annotated[
 class SubjectRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     """Exactly one of `identifiers` (as in consent records) or `id` (a subject id the ledger gave)."""
 
-    exactly_one_of: ClassVar[tuple[str, ...]] = (
-        "identifiers",
-        "id",
-    )  # the OpenAPI schema says so (openapi.py)
+    # __post_init__ below enforces it; the OpenAPI schema says so from this (openapi.StrictStructs).
+    exactly_one_of: ClassVar[tuple[str, ...]] = ("identifiers", "id")
 
     identifiers: Identifiers | None = None
     id: UUID | None = None
