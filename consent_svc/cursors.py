@@ -10,6 +10,9 @@ import msgspec
 
 from consent_svc.errors import MAX_YEAR, MIN_YEAR
 
+# The largest sequence number (a bigint) a cursor or path may name: larger ones would fail in PostgreSQL.
+MAX_SEQ = 2**63 - 1
+
 
 def encode(at: datetime, row_id: UUID) -> str:
     return base64.urlsafe_b64encode(msgspec.json.encode([at, row_id])).decode().rstrip("=")

@@ -143,6 +143,13 @@ class Unauthorized(ProblemError):
         super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="consent-svc"'})
 
 
+class SignatureRefused(Unauthorized):
+    """A signed webhook's signature is missing, bad or stale (or its source unknown): no API key is involved."""
+
+    slug = "signature-refused"
+    default_title = "Webhook signature refused"
+
+
 class Forbidden(ProblemError):
     status = 403
     slug = "forbidden"

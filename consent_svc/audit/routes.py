@@ -64,7 +64,6 @@ FilterText = Annotated[
 # Read as text and parsed here: Litestar's lax query parsing takes a number as Unix seconds, so `since=2026`
 # silently meant 1970-01-01T00:33:46Z. RFC 3339 only, as documented.
 Instant = Annotated[str | None, QueryParameter(schema_extra={"format": "date-time"})]
-MAX_SEQ = 2**63 - 1  # bigint
 
 
 def audit_filter(
@@ -160,7 +159,7 @@ class AuditController(Controller):
         integrator: NamedDependency[Integrator],
     ) -> EntryProof:
         async with pool.acquire() as conn:
-            found = await store.by_seq(conn, seq) if 0 < seq <= MAX_SEQ else None
+            found = await store.by_seq(conn, seq) if 0 < seq <= cursors.MAX_SEQ else None
             checkpoint = await store.latest_checkpoint(conn)
         if found is None:
             raise NotFound("No entry has this sequence number (entries join the tree within a second).")
@@ -234,7 +233,7 @@ class AuditController(Controller):
     async def list_checkpoints(
         self,
         pool: NamedDependency[asyncpg.Pool],
-        cursor: Annotated[int | None, QueryParameter(ge=1, le=MAX_SEQ)] = None,
+        cursor: Annotated[int | None, QueryParameter(ge=1, le=cursors.MAX_SEQ)] = None,
         limit: Limit = 100,
     ) -> CheckpointPage:
         async with pool.acquire() as conn:

@@ -12,8 +12,8 @@ as soon as one is back. The leader:
   that wants it, in one transaction with the cursor that says how far it got;
 - sends: one sender per live subscription, each sending its pending deliveries one at a time in sequence
   order, so a receiver sees events in the order they committed. A failed attempt holds that subscription's
-  queue until it is retried (exponential backoff with jitter, for `webhook_retry_hours`), then the delivery is
-  dead-lettered and the queue moves on. At most SENDS_AT_ONCE requests are in flight per worker: a slow or dead
+  queue until it is retried (exponential backoff with jitter, for `webhook_retry_hours` from when it was
+  queued), then the delivery is dead-lettered and the queue moves on. At most SENDS_AT_ONCE requests are in flight per worker: a slow or dead
   receiver holds its own queue and nothing else, and never the API's requests.
 
 A delivery is marked delivered after its 2xx: a crash in between sends it again after the restart, so
@@ -78,7 +78,7 @@ LIMIT $4
 UPDATE_CURSOR = "UPDATE outbox_cursor SET txid = $1, event_id = $2, seq = $3"
 DELIVERY_COLUMNS = ("subscription_id", "seq", "txid", "event_id")
 SELECT_DUE = """
-SELECT d.seq, d.event_id, d.attempts, d.next_attempt_at, d.first_attempt_at, o.type, o.created_at,
+SELECT d.seq, d.event_id, d.attempts, d.next_attempt_at, d.queued_at, o.type, o.created_at,
        o.subject_id, o.data, o.sealed
 FROM webhook_deliveries d
 JOIN outbox o ON (o.txid, o.event_id) = (d.txid, d.event_id)
@@ -372,12 +372,13 @@ class Outbound:
         self, subscription_id: UUID, row: asyncpg.Record, attempt: Attempt, at: datetime
     ) -> None:
         async with self.pool.acquire() as conn:
-            first = row["first_attempt_at"] or at
             attempts = row["attempts"] + 1
             delay = retry_delay(attempts, self.retry_base, random.random())
             if attempt.retry_after is not None:
                 delay = min(MAX_BACKOFF_SECONDS, max(delay, attempt.retry_after))
-            dead = not attempt.retry or at - first >= self.retry_window
+            # From when it was queued: behind a receiver that stays down, what waited longer than the window
+            # gets one attempt, not a window of its own, so the queue drains.
+            dead = not attempt.retry or at - row["queued_at"] >= self.retry_window
             status = "dead" if dead else "pending"
             next_at = at + timedelta(seconds=delay)
             async with conn.transaction():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import time
 from datetime import UTC, datetime
 
@@ -20,11 +21,11 @@ from opentelemetry import metrics
 from consent_svc import crypto, idempotency
 from consent_svc.audit import store as audit_store
 from consent_svc.consents.ledger import RecordRules, prepare_batch, record_batch
-from consent_svc.errors import FieldError, Forbidden, InvalidInput, Unauthorized
+from consent_svc.errors import FieldError, Forbidden, InvalidInput, SignatureRefused
 from consent_svc.policies.types import Policies
 from consent_svc.webhooks import signing, store
 from consent_svc.webhooks.cmp import adapters
-from consent_svc.webhooks.types import DidomiEventCreated, DidomiEventUpdated, InboundEvent
+from consent_svc.webhooks.types import SOURCE_NAME, DidomiEventCreated, DidomiEventUpdated, InboundEvent
 
 log = logging.getLogger("consent_svc.webhooks")
 
@@ -33,9 +34,11 @@ REFUSED = metrics.get_meter("consent_svc").create_counter(
     "consent_svc.inbound.refused", description="Inbound webhook messages refused, by reason"
 )
 DECODE = msgspec.json.Decoder(InboundEvent)
+# Checked against for an unknown source, so that its refusal takes as long as a bad signature's.
+DECOY_KEY = os.urandom(signing.SECRET_BYTES)
 
 
-def refused(reason: str, source: str | None) -> Unauthorized:
+def refused(reason: str, source: str | None) -> SignatureRefused:
     """`source`: a registered source's name, or None. The path's name is the caller's to choose until it
     matches a source: logged, it would let anyone write what they like (newlines, megabytes) into the log."""
     REFUSED.add(1, {"reason": reason})
@@ -43,7 +46,7 @@ def refused(reason: str, source: str | None) -> Unauthorized:
         log.warning("inbound message for an unknown source refused")
     else:
         log.warning("inbound message for source %s refused: %s", source, reason)
-    return Unauthorized(f"The message's signature was refused ({reason}).")
+    return SignatureRefused(f"The message's signature was refused ({reason}).")
 
 
 async def receive(
@@ -56,9 +59,15 @@ async def receive(
     body: bytes,
 ) -> tuple[int, bytes, bool]:
     """(status, body, replayed): 202 with the stored records' receipts."""
-    async with pool.acquire() as conn:
-        found = await store.verifiers(conn, keys, source)
-    if found is None:  # the same answer as a bad signature: source names are not to be probed
+    found = None
+    if SOURCE_NAME.fullmatch(source):  # else no source can have it (and PostgreSQL refuses a NUL)
+        async with pool.acquire() as conn:
+            found = await store.verifiers(conn, keys, source)
+    if found is None:  # the same answer, in the same time, as a bad signature: names are not to be probed
+        try:
+            signing.verify([DECOY_KEY], headers, body, time.time())
+        except signing.SignatureError:
+            pass
         raise refused("unknown_source", None)
     try:
         message_id = signing.verify(found.keys, headers, body, time.time())

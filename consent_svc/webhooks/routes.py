@@ -12,12 +12,21 @@ from litestar import Controller, HttpMethod, Request, Response, delete, get, pat
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from consent_svc import crypto
+from consent_svc import crypto, cursors
 from consent_svc.audit import store as audit_store
 from consent_svc.bodies import json_body
 from consent_svc.consents.ledger import RecordRules
 from consent_svc.consents.types import BatchReceipt
-from consent_svc.errors import Conflict, FieldError, InvalidInput, NotFound, problem_responses
+from consent_svc.errors import (
+    MAX_YEAR,
+    MIN_YEAR,
+    OUT_OF_RANGE,
+    Conflict,
+    FieldError,
+    InvalidInput,
+    NotFound,
+    problem_responses,
+)
 from consent_svc.openapi import documented, header, inline_schema
 from consent_svc.policies.load import canonical_region
 from consent_svc.policies.types import Policies
@@ -28,6 +37,7 @@ from consent_svc.webhooks.signing import HEADERS
 from consent_svc.webhooks.types import (
     EVENT_FAMILIES,
     EVENT_TYPES,
+    SOURCE_NAME,
     Deliveries,
     DeliveryStatus,
     InboundEvent,
@@ -130,8 +140,10 @@ class SourceController(Controller):
         keys: NamedDependency[crypto.Keys],
         settings: NamedDependency[Settings],
     ) -> SourceSecret:
-        async with pool.acquire() as conn, conn.transaction():
-            rotated = await store.rotate(conn, keys, name, settings.webhook_secret_grace_hours)
+        rotated = None
+        if SOURCE_NAME.fullmatch(name):
+            async with pool.acquire() as conn, conn.transaction():
+                rotated = await store.rotate(conn, keys, name, settings.webhook_secret_grace_hours)
         if rotated is None:
             raise NotFound("No such source.")
         secret, retires_at = rotated
@@ -145,6 +157,8 @@ class SourceController(Controller):
         responses=problem_responses(404),
     )
     async def disable(self, name: SourcePath, pool: NamedDependency[asyncpg.Pool]) -> Source:
+        if not SOURCE_NAME.fullmatch(name):
+            raise NotFound("No such source.")
         async with pool.acquire() as conn:
             await store.disable(conn, name)
             found = await store.listed(conn, name)
@@ -420,14 +434,13 @@ class SubscriptionController(Controller):
         subscription_id: SubscriptionPath,
         pool: NamedDependency[asyncpg.Pool],
         status: FromQuery[DeliveryStatus | None] = None,
-        cursor: Annotated[str | None, QueryParameter(max_length=20, pattern=r"^[0-9]+$")] = None,
+        cursor: Annotated[int | None, QueryParameter(ge=1, le=cursors.MAX_SEQ)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> Deliveries:
         async with pool.acquire() as conn:
             if await subscriptions.get(conn, subscription_id) is None:
                 raise NotFound("No such subscription.")
-            before = int(cursor) if cursor is not None else None
-            return await subscriptions.deliveries(conn, subscription_id, status, before, limit)
+            return await subscriptions.deliveries(conn, subscription_id, status, cursor, limit)
 
     @post(
         "/{subscription_id:uuid}/deliveries/{seq:int}/replay",
@@ -445,7 +458,9 @@ class SubscriptionController(Controller):
         async with pool.acquire() as conn, conn.transaction():
             if await subscriptions.get(conn, subscription_id) is None:
                 raise NotFound("No such subscription.")
-            if not await subscriptions.replay_one(conn, subscription_id, seq):
+            if not 0 < seq <= cursors.MAX_SEQ or not await subscriptions.replay_one(
+                conn, subscription_id, seq
+            ):
                 raise NotFound("No such delivery.")
             entry = SubscriptionAudit(subscription_id, seq=seq, replayed=1)
             await audit_store.append(conn, [_audit("webhook.delivery.replayed", request, entry)])
@@ -466,6 +481,13 @@ class SubscriptionController(Controller):
         data: JSONBody[ReplayRange],
         pool: NamedDependency[asyncpg.Pool],
     ) -> Replayed:
+        errors = [
+            FieldError(name, OUT_OF_RANGE)
+            for name, value in (("since", data.since), ("until", data.until))
+            if not MIN_YEAR <= value.year <= MAX_YEAR
+        ]
+        if errors:
+            raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
         if data.until <= data.since:
             raise InvalidInput(
                 "until: must be after since", errors=[FieldError("until", "must be after since")]

@@ -52,6 +52,10 @@ UPDATE webhook_subscriptions SET paused_at = CASE WHEN $2 THEN coalesce(paused_a
 WHERE id = $1 AND deleted_at IS NULL
 RETURNING id
 """
+# Resumed: what waited gets its whole retry window from now, not from before the pause.
+REQUEUE_PENDING = (
+    "UPDATE webhook_deliveries SET queued_at = now() WHERE subscription_id = $1 AND status = 'pending'"
+)
 DELETE_SUBSCRIPTION = """
 UPDATE webhook_subscriptions SET deleted_at = now(), updated_at = now() WHERE id = $1 AND deleted_at IS NULL
 RETURNING id
@@ -82,13 +86,15 @@ LIMIT $4
 """
 REPLAY_ONE = """
 UPDATE webhook_deliveries
-SET status = 'pending', attempts = 0, next_attempt_at = now(), first_attempt_at = NULL, delivered_at = NULL
+SET status = 'pending', attempts = 0, next_attempt_at = now(), queued_at = now(), first_attempt_at = NULL,
+    delivered_at = NULL
 WHERE subscription_id = $1 AND seq = $2
 RETURNING seq
 """
 REPLAY_RANGE = """
 UPDATE webhook_deliveries d
-SET status = 'pending', attempts = 0, next_attempt_at = now(), first_attempt_at = NULL, delivered_at = NULL
+SET status = 'pending', attempts = 0, next_attempt_at = now(), queued_at = now(), first_attempt_at = NULL,
+    delivered_at = NULL
 FROM outbox o
 WHERE d.subscription_id = $1 AND (o.txid, o.event_id) = (d.txid, d.event_id)
   AND o.created_at >= $2 AND o.created_at < $3
@@ -170,7 +176,11 @@ async def update(conn: asyncpg.Connection, subscription_id: UUID, change: Subscr
 
 
 async def pause(conn: asyncpg.Connection, subscription_id: UUID, paused: bool) -> bool:
-    return await conn.fetchval(PAUSE, subscription_id, paused) is not None
+    if await conn.fetchval(PAUSE, subscription_id, paused) is None:
+        return False
+    if not paused:
+        await conn.execute(REQUEUE_PENDING, subscription_id)
+    return True
 
 
 async def delete(conn: asyncpg.Connection, subscription_id: UUID) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
@@ -10,9 +11,9 @@ import msgspec
 
 from consent_svc.consents.types import AwareDatetime, ConsentBatch, RegionCode, SubjectIdentifiers
 
+SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 SourceName = Annotated[
-    str,
-    msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="lower-case letters, digits, `-`, `_`"),
+    str, msgspec.Meta(pattern=SOURCE_NAME.pattern, description="lower-case letters, digits, `-`, `_`")
 ]
 SourceKind = Literal["generic", "didomi"]
 

@@ -82,7 +82,7 @@ async def test_a_retried_message_is_answered_again_and_stored_once(client, cmp, 
 
 @pytest.mark.parametrize(
     "tamper",
-    ["forged", "stale", "future", "missing", "unknown_source", "no_v1"],
+    ["forged", "stale", "future", "missing", "unknown_source", "impossible_source", "no_v1"],
 )
 async def test_a_message_that_is_not_signed_right_is_401_and_stores_nothing(client, cmp, conn, tamper):
     body = records_event(record())
@@ -98,11 +98,16 @@ async def test_a_message_that_is_not_signed_right_is_401_and_stores_nothing(clie
         del headers["webhook-signature"]
     elif tamper == "unknown_source":
         source = "nobody"
+    elif tamper == "impossible_source":  # no source can be named so (a NUL; PostgreSQL's text refuses it)
+        source = "web%00cmp"
     elif tamper == "no_v1":
         headers["webhook-signature"] = headers["webhook-signature"].replace("v1,", "v2,")
     response = await client.post(f"/v1/inbound/{source}", content=payload, headers=headers)
     assert response.status_code == 401, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
+    # A CMP's integrator is told what is wrong: the signature, not an API key this route never asks for.
+    assert response.json()["title"] == "Webhook signature refused"
+    assert "API key" not in response.text
     assert await conn.fetchval("SELECT count(*) FROM consent_records") == 0
     assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'webhook.received'") == 0
 
@@ -212,8 +217,10 @@ async def test_bad_source_registrations(client, cmp, manager, body, status):
 
 
 async def test_unknown_source_management_is_404(client, manager):
-    for action in ("rotate", "disable"):
-        assert (await client.post(f"/v1/sources/nobody/{action}", headers=manager)).status_code == 404
+    for name in ("nobody", "no%00body", "NoBody"):
+        for action in ("rotate", "disable"):
+            response = await client.post(f"/v1/sources/{name}/{action}", headers=manager)
+            assert response.status_code == 404, (name, action, response.text)
 
 
 async def test_secrets_are_stored_wrapped_never_in_clear(client, cmp, conn):

@@ -170,10 +170,10 @@ async def test_after_the_retry_window_a_delivery_is_dead_lettered_audited_and_re
         sub = await subscribe(client, manager, receiver.url)
         before = datetime.now(UTC) - timedelta(seconds=1)
         written = await write(client, writer, record("ida@example.com", "analytics"))
-        # The window is a setting (24 h by default); here it is shortened by moving the first attempt back.
+        # The window is a setting (24 h by default); here it is shortened by moving the queueing time back.
         got = await settle(client, manager, sub, lambda ds: ds and ds[0]["attempts"] >= 2)
         assert got[0]["status"] == "pending" and got[0]["last_error"] == "HTTP 500"
-        await _age_first_attempt(client, sub, settings)
+        await _age_queue(sub, settings, timedelta(hours=25))
         got = await settle(client, manager, sub)
         assert got[0]["status"] == "dead"
         entries = (
@@ -199,18 +199,60 @@ async def test_after_the_retry_window_a_delivery_is_dead_lettered_audited_and_re
         receiver.close()
 
 
-async def _age_first_attempt(client, sub: dict, settings) -> None:
+async def _age_queue(sub: dict, settings, by: timedelta) -> None:
+    """As if the subscription's pending deliveries had been queued `by` earlier."""
     import asyncpg
 
     conn = await asyncpg.connect(settings.database_url)
     try:
         await conn.execute(
-            "UPDATE webhook_deliveries SET first_attempt_at = first_attempt_at - interval '25 hours' "
-            "WHERE subscription_id = $1",
+            "UPDATE webhook_deliveries SET queued_at = queued_at - $2::interval "
+            "WHERE subscription_id = $1 AND status = 'pending'",
             sub["id"],
+            by,
         )
     finally:
         await conn.close()
+
+
+async def test_behind_a_receiver_down_for_the_whole_window_the_backlog_drains(
+    client, manager, writer, settings
+):
+    """Each queued event does not get a window of its own in turn (one dead letter a day, a backlog without
+    end): what waited longer than the window gets one more attempt, then is dead-lettered."""
+    answers = {"status": 503}
+    receiver = Receiver(answers=lambda n: answers["status"])
+    try:
+        sub = await subscribe(client, manager, receiver.url)
+        for name in ("jan", "kim", "lou"):
+            await write(client, writer, record(f"{name}@example.com", "analytics"))
+        await settle(client, manager, sub, lambda ds: len(ds) == 3 and ds[0]["attempts"] >= 2)
+        await _age_queue(sub, settings, timedelta(hours=25))
+        got = await settle(client, manager, sub)
+        assert [d["status"] for d in got] == ["dead"] * 3
+        assert [d["attempts"] for d in got[1:]] == [1, 1]  # the two queued behind the head: one attempt each
+
+        answers["status"] = 200
+        await write(client, writer, record("max@example.com", "analytics"))
+        got = await settle(client, manager, sub, lambda ds: len(ds) == 4 and ds[-1]["status"] == "delivered")
+        assert got[-1]["attempts"] == 1
+    finally:
+        receiver.close()
+
+
+async def test_resuming_gives_what_waited_in_the_pause_a_whole_window(client, manager, writer, settings):
+    receiver = Receiver(answers=lambda n: 503)
+    try:
+        sub = await subscribe(client, manager, receiver.url)
+        await client.post(f"/v1/webhooks/subscriptions/{sub['id']}/pause", headers=manager)
+        await write(client, writer, record("ned@example.com", "analytics"))
+        await settle(client, manager, sub, lambda ds: len(ds) == 1)
+        await _age_queue(sub, settings, timedelta(hours=25))  # paused for longer than the window
+        await client.post(f"/v1/webhooks/subscriptions/{sub['id']}/resume", headers=manager)
+        got = await settle(client, manager, sub, lambda ds: ds and ds[0]["attempts"] >= 2)
+        assert got[0]["status"] == "pending" and got[0]["last_error"] == "HTTP 503"
+    finally:
+        receiver.close()
 
 
 async def test_a_subscription_made_elsewhere_gets_every_event_committed_after_it(

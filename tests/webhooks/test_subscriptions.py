@@ -160,6 +160,42 @@ async def test_unknown_subscriptions_are_404(client, manager):
     assert (await client.get(f"{PATH}/not-a-uuid", headers=manager)).status_code in (400, 404)
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "params", "body", "status"),
+    [
+        ("GET", "/deliveries", {"cursor": str(2**63)}, None, 422),  # past a bigint
+        ("GET", "/deliveries", {"cursor": "0"}, None, 422),
+        ("GET", "/deliveries", {"cursor": "x"}, None, 422),
+        ("POST", "/deliveries/99999999999999999999/replay", None, None, 404),
+        (
+            "POST",
+            "/replay",
+            None,
+            {"since": "0001-01-01T00:00:00-05:00", "until": "2026-01-01T00:00:00Z"},
+            422,
+        ),
+        (
+            "POST",
+            "/replay",
+            None,
+            {"since": "2026-01-01T00:00:00Z", "until": "9999-12-31T23:59:59-05:00"},
+            422,
+        ),
+        ("POST", "/replay", None, {"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, 422),
+        ("POST", "/replay", None, {"since": "2026-01-01T00:00:00", "until": "2026-01-02T00:00:00Z"}, 422),
+    ],
+)
+async def test_out_of_range_delivery_queries_are_clear_problems(
+    open_client, manager, receiver, method, path, params, body, status
+):
+    sub = await subscribe(open_client, manager, receiver.url)
+    response = await open_client.request(
+        method, f"{PATH}/{sub['id']}{path}", params=params, json=body, headers=manager
+    )
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
 async def test_options_lists_every_method(client):
     assert set((await client.options(PATH)).headers["allow"].split(", ")) >= {"GET", "POST"}
     one = await client.options(f"{PATH}/0190a0a0-0000-7000-8000-000000000000")
