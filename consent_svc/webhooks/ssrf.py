@@ -46,12 +46,33 @@ def parse(url: str, https_only: bool) -> SplitResult:
     return parts
 
 
+# IPv6 forms that carry an IPv4 address in their last 32 bits, and reach it: NAT64's well-known prefix
+# (RFC 6052; on an IPv6-only network with DNS64 it is how IPv4 hosts are reached) and IPv4-compatible addresses.
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+# Local-use NAT64 (RFC 8215): where the IPv4 address sits depends on the operator's prefix length, so it cannot
+# be read out; treated as private.
+LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
+
+
+def reached(address: Address) -> Address:
+    """The IPv4 address an IPv6 address leads to, where it embeds one (mapped, 6to4, NAT64, compatible)."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return address
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in NAT64 or address in IPV4_COMPATIBLE:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address
+
+
 def allowed(address: Address, allow_private: bool) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    address = reached(address)
     if address in METADATA:
         return False
-    if address.is_global:
+    if address.is_global and not (isinstance(address, ipaddress.IPv6Address) and address in LOCAL_NAT64):
         return True
     # Loopback, private, link-local, shared (CGNAT) ranges: for local tests only. Never unspecified/multicast.
     return allow_private and not (address.is_unspecified or address.is_multicast)

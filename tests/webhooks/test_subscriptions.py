@@ -46,6 +46,13 @@ async def open_client(local):
         "https://[fd00:ec2::254]/hook",
         "https://0.0.0.0/hook",
         "https://localhost/hook",
+        # IPv6 forms that lead to an IPv4 address: NAT64 (on IPv6-only networks), 6to4, IPv4-compatible
+        "https://[64:ff9b::a9fe:a9fe]/hook",  # 169.254.169.254
+        "https://[64:ff9b::10.0.0.1]/hook",
+        "https://[64:ff9b:1::a00:1]/hook",  # local-use NAT64
+        "https://[2002:7f00:1::1]/hook",  # 127.0.0.1
+        "https://[2002:c0a8:1::1]/hook",  # 192.168.0.1
+        "https://[::7f00:1]/hook",
     ],
 )
 async def test_private_loopback_link_local_and_metadata_urls_are_refused(client, manager, url):
@@ -75,11 +82,25 @@ async def test_malformed_or_plain_http_urls_are_refused(client, manager, url, wh
 
 
 async def test_metadata_addresses_stay_refused_where_private_networks_are_allowed(open_client, manager):
-    for url in ("http://169.254.169.254/latest", "http://[fd00:ec2::254]/x", "http://0.0.0.0/x"):
+    for url in (
+        "http://169.254.169.254/latest",
+        "http://[fd00:ec2::254]/x",
+        "http://0.0.0.0/x",
+        "http://[64:ff9b::a9fe:a9fe]/latest",
+        "http://[2002:a9fe:a9fe::1]/latest",
+    ):
         response = await open_client.post(
             PATH, json={"url": url, "events": ["consent.changed"]}, headers=manager
         )
         assert response.status_code == 422, url
+
+
+@pytest.mark.parametrize("host", ["[2606:2800:220:1::1]", "[64:ff9b::5db8:d822]", "[2002:5db8:d822::1]"])
+async def test_public_ipv6_addresses_are_taken_including_those_leading_to_a_public_ipv4(client, manager, host):
+    response = await client.post(
+        PATH, json={"url": f"https://{host}/hook", "events": ["consent.changed"]}, headers=manager
+    )
+    assert response.status_code == 201, response.text
 
 
 async def test_a_public_https_url_is_taken_and_the_secret_shown_once(client, manager):
