@@ -416,6 +416,29 @@ async def test_a_didomi_event_becomes_records_of_the_mapped_purposes(client, did
     assert lookup.json()["subject_id"] == subject
 
 
+@pytest.mark.parametrize(
+    ("user", "region"),
+    [
+        ({"country": "US", "region": "CA"}, "US-CA"),  # California, not Canada
+        ({"country": "us", "region": "US-VA"}, "US-VA"),
+        ({"country": "FR", "region": "ZZZ"}, "FR"),  # no such subdivision: the country
+        ({"country": "CA", "region": "US-CA"}, "CA"),  # not a subdivision of that country
+        ({"region": "CA"}, "FR"),  # a region alone names no country: the source's default
+        ({"country": "DE"}, "DE"),
+    ],
+)
+async def test_a_didomi_users_region_is_read_as_a_subdivision_of_its_country(
+    client, didomi, admin, user, region
+):
+    response = await post(
+        client, "didomi", didomi, didomi_event([{"id": "cookies", "enabled": True}], **user)
+    )
+    assert response.status_code == 202, response.text
+    subject = response.json()["records"][0]["subject_id"]
+    history = (await client.get(f"/v1/subjects/{subject}/consents", headers=admin)).json()["records"]
+    assert {r["region"] for r in history} == {region}
+
+
 async def test_didomis_format_from_a_generic_source_is_refused(client, cmp, conn):
     response = await post(client, "web-cmp", cmp, didomi_event([{"id": "cookies", "enabled": True}]))
     assert response.status_code == 422 and response.json()["errors"][0]["field"] == "type"

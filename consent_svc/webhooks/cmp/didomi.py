@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from consent_svc.consents.types import ConsentBatch, Identifier, Source, Status, SubjectIdentifiers
 from consent_svc.errors import FieldError, InvalidInput
+from consent_svc.policies.load import canonical_region
 from consent_svc.policies.types import Policies
 from consent_svc.webhooks.cmp import records
 from consent_svc.webhooks.types import DidomiEventCreated, DidomiEventUpdated
@@ -48,7 +49,7 @@ def to_batch(
             f"{field}.user: neither id nor organization_user_id",
             errors=[FieldError(f"{field}.user", "no identifier")],
         )
-    region = user.region or user.country or default_region
+    region = _region(user.country, user.region) or default_region
     if region is None:
         raise InvalidInput(
             f"{field}.user.country: required, since the source has no default_region",
@@ -73,3 +74,13 @@ def to_batch(
     return records.batch(
         SubjectIdentifiers(identifiers=identifiers), choices, entity.created_at, region, origin, proof
     )
+
+
+def _region(country: str | None, region: str | None) -> str | None:
+    """Didomi's `region` is a subdivision of `country` (US + CA: California, not Canada): an ISO 3166-2 code
+    once joined to it. A region that names no subdivision of that country leaves the country."""
+    if country and region:
+        code = region if "-" in region else f"{country}-{region}"
+        if (joined := canonical_region(code)) is not None and joined.startswith(f"{country.upper()}-"):
+            return joined
+    return country
