@@ -185,6 +185,11 @@ def build_policies(files: dict[str, str]) -> Policies:
             if purpose not in purpose_ids:
                 where = _where(GPP_FILE, files[GPP_FILE], purpose)
                 problems.append(f"{where}: unknown purpose `{purpose}` (not in {PURPOSES_FILE})")
+        for section, entries in gpp.known_child.items():
+            for field in sorted({f for fields in entries for f in fields} - gpp.opt_outs.keys()):
+                problems.append(
+                    f"{GPP_FILE}: known_child.{section} names `{field}`, which [opt_outs] does not map"
+                )
     didomi = None
     if DIDOMI_FILE in files:
         didomi = _decode(DIDOMI_FILE, files[DIDOMI_FILE], DidomiMapping)

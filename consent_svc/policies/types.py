@@ -129,11 +129,16 @@ class TcfMapping(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     map: list[TcfPurposeMap]
 
 
+GppOptOut = Literal["SaleOptOut", "SharingOptOut", "TargetedAdvertisingOptOut"]
+
+
 class GppMapping(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`gpp.toml`: how a GPP string's US sections become this service's consent records."""
 
     version: str
-    opt_outs: dict[Literal["SaleOptOut", "SharingOptOut", "TargetedAdvertisingOptOut"], str]
+    opt_outs: dict[GppOptOut, str]
+    # Per section, in entry order: the opt-outs whose purposes a known child's refused consent denies.
+    known_child: dict[Literal["usnat", "usca"], list[list[GppOptOut]]] = {}
     sensitive: str | None = None
     gpc: list[str] = []
     uspv1_opt_out_sale: str | None = None

@@ -25,7 +25,7 @@ from consent_svc.errors import FieldError, Forbidden, InvalidInput, SignatureRef
 from consent_svc.policies.types import Policies
 from consent_svc.webhooks import signing, store
 from consent_svc.webhooks.cmp import adapters
-from consent_svc.webhooks.types import SOURCE_NAME, DidomiEventCreated, DidomiEventUpdated, InboundEvent
+from consent_svc.webhooks.types import SOURCE_NAME, DidomiEvent, InboundEvent
 
 log = logging.getLogger("consent_svc.webhooks")
 
@@ -81,7 +81,7 @@ async def receive(
         REFUSED.add(1, {"reason": "source_disabled"})
         raise Forbidden(f"Source `{source}` is disabled.", title="Source disabled")
     event = DECODE.decode(body)  # 400 (not JSON) or 422 naming the field, as for every body
-    if isinstance(event, DidomiEventCreated | DidomiEventUpdated) and found.kind != "didomi":
+    if isinstance(event, DidomiEvent) and found.kind != "didomi":
         raise InvalidInput(
             f"type: `{event.__struct_config__.tag}` is Didomi's format; this source is of kind `{found.kind}`",
             errors=[FieldError("type", "Didomi's format: register the source with kind `didomi`")],

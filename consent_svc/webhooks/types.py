@@ -122,7 +122,36 @@ class DidomiEventUpdated(msgspec.Struct, frozen=True, tag_field="type", tag="eve
     regulation: str | None = None
 
 
-InboundEvent = ConsentRecordsEvent | TcfStringEvent | GppStringEvent | DidomiEventCreated | DidomiEventUpdated
+class DidomiNoChoice(msgspec.Struct, frozen=True, tag_field="type"):
+    """Didomi posts every event of the organisation to its webhook; these carry no consent choice. Taken (202,
+    audited as received) so that Didomi does not retry them, and no record made."""
+
+
+class DidomiEventDeleted(DidomiNoChoice, tag="event.deleted"):
+    pass
+
+
+class DidomiUserCreated(DidomiNoChoice, tag="user.created"):
+    pass
+
+
+class DidomiUserUpdated(DidomiNoChoice, tag="user.updated"):
+    pass
+
+
+class DidomiUserDeleted(DidomiNoChoice, tag="user.deleted"):
+    pass
+
+
+DidomiEvent = (
+    DidomiEventCreated
+    | DidomiEventUpdated
+    | DidomiEventDeleted
+    | DidomiUserCreated
+    | DidomiUserUpdated
+    | DidomiUserDeleted
+)
+InboundEvent = ConsentRecordsEvent | TcfStringEvent | GppStringEvent | DidomiEvent
 
 
 # Outbound: what a subscription may ask for. Families (`request.*`) match every event of that prefix, including

@@ -270,3 +270,16 @@ def test_more_purposes_than_a_check_can_name_are_refused():
     extra = "".join(f'\n[[purposes]]\nid = "p{i:03d}"\ntitle = "P{i}"\n' for i in range(250))
     files = {**FILES, "purposes.toml": FILES["purposes.toml"] + extra}
     assert any("at most 255 purposes" in p for p in problems(files))
+
+
+def test_a_known_child_rule_naming_an_unmapped_opt_out_is_refused():
+    files = edited("gpp.toml", 'TargetedAdvertisingOptOut = "targeted_advertising"\n', "")
+    assert problems(files) == [
+        "gpp.toml: known_child.usnat names `TargetedAdvertisingOptOut`, which [opt_outs] does not map"
+    ]
+
+
+def test_a_known_child_rule_naming_no_gpp_field_is_refused():
+    files = edited("gpp.toml", 'usca = [["SaleOptOut"]', 'usca = [["SellOptOut"]')
+    [problem] = problems(files)
+    assert problem.startswith("gpp.toml") and "SellOptOut" in problem

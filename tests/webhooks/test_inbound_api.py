@@ -439,8 +439,32 @@ async def test_a_didomi_users_region_is_read_as_a_subdivision_of_its_country(
     assert {r["region"] for r in history} == {region}
 
 
-async def test_didomis_format_from_a_generic_source_is_refused(client, cmp, conn):
-    response = await post(client, "web-cmp", cmp, didomi_event([{"id": "cookies", "enabled": True}]))
+@pytest.mark.parametrize("kind", ["event.deleted", "user.created", "user.updated", "user.deleted"])
+async def test_didomis_events_without_a_consent_choice_are_taken_and_store_nothing(
+    client, didomi, conn, kind
+):
+    # Didomi posts every event of the organisation to its webhook: a 4xx would only make it retry.
+    body = {
+        "type": kind,
+        "parameters": {"entity": {"id": "didomi-user-1", "organization_user_id": "cust-42"}},
+    }
+    response = await post(client, "didomi", didomi, body)
+    assert response.status_code == 202 and response.json() == {"records": []}
+    assert await conn.fetchval("SELECT count(*) FROM consent_records") == 0
+    logged = await conn.fetchval("SELECT payload::text FROM audit_log WHERE action = 'webhook.received'")
+    assert json.loads(logged) | {"webhook_id": None} == {
+        "records": 0,
+        "source": "didomi",
+        "type": kind,
+        "webhook_id": None,
+    }
+
+
+@pytest.mark.parametrize(
+    "event", [didomi_event([{"id": "cookies", "enabled": True}]), {"type": "user.updated", "parameters": {}}]
+)
+async def test_didomis_format_from_a_generic_source_is_refused(client, cmp, conn, event):
+    response = await post(client, "web-cmp", cmp, event)
     assert response.status_code == 422 and response.json()["errors"][0]["field"] == "type"
     assert await conn.fetchval("SELECT count(*) FROM consent_records") == 0
 

@@ -96,7 +96,9 @@ async def test_metadata_addresses_stay_refused_where_private_networks_are_allowe
 
 
 @pytest.mark.parametrize("host", ["[2606:2800:220:1::1]", "[64:ff9b::5db8:d822]", "[2002:5db8:d822::1]"])
-async def test_public_ipv6_addresses_are_taken_including_those_leading_to_a_public_ipv4(client, manager, host):
+async def test_public_ipv6_addresses_are_taken_including_those_leading_to_a_public_ipv4(
+    client, manager, host
+):
     response = await client.post(
         PATH, json={"url": f"https://{host}/hook", "events": ["consent.changed"]}, headers=manager
     )

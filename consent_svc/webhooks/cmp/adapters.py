@@ -17,6 +17,7 @@ from consent_svc.webhooks.types import (
     ConsentRecordsEvent,
     DidomiEventCreated,
     DidomiEventUpdated,
+    DidomiNoChoice,
     GppStringEvent,
     InboundEvent,
     TcfStringEvent,
@@ -37,6 +38,8 @@ def records_of(
         return _gpp(event, source, default_region, policies)
     if isinstance(event, DidomiEventCreated | DidomiEventUpdated):
         return didomi.to_batch(event, source, default_region, policies)
+    if isinstance(event, DidomiNoChoice):
+        return ConsentBatch(records=[])
     raise AssertionError(f"no adapter for {type(event).__name__}")
 
 
@@ -107,6 +110,11 @@ def _gpp(event: GppStringEvent, source: str, default_region: str | None, policie
         for field, purpose in mapping.opt_outs.items():
             if section.get(field) in OPT_OUT:
                 choices[purpose] = OPT_OUT[section[field]]
+        # A known child's refused consent (1) beats "did not opt out": those purposes are the opt-outs' own.
+        refusals = mapping.known_child.get(name, [])
+        for value, fields in zip(section["KnownChildSensitiveDataConsents"], refusals, strict=False):
+            if value == 1:
+                choices.update({mapping.opt_outs[f]: "denied" for f in fields if f in mapping.opt_outs})
         sensitive = section["SensitiveDataProcessing"]
         if mapping.sensitive and any(v in (1, 2) for v in sensitive):
             choices[mapping.sensitive] = "denied" if 1 in sensitive else "granted"

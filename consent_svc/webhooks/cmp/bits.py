@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-VALUE = {c: i for i, c in enumerate(ALPHABET)}
+BINARY = {c: f"{i:06b}" for i, c in enumerate(ALPHABET)}
 
 
 class DecodeError(ValueError):
@@ -16,51 +16,52 @@ class DecodeError(ValueError):
 
 class Bits:
     """Fields read in order from one segment. Trailing zero-fill is ignored; reading past the end is
-    `truncated` (never zero-filled)."""
+    `truncated` (never zero-filled). The bits are kept as text, so that a read costs its width, not the
+    segment's length (a 20,000-character string read bit by bit as one big integer is quadratic)."""
 
-    __slots__ = ("value", "length", "pos")
+    __slots__ = ("bits", "pos")
 
     def __init__(self, text: str) -> None:
         if not text:
             raise DecodeError("truncated", "empty segment")
-        value = 0
+        chunks = []
         for c in text:
-            v = VALUE.get(c)
-            if v is None:
+            chunk = BINARY.get(c)
+            if chunk is None:
                 raise DecodeError("malformed_base64", f"character {c!r} is not base64url")
-            value = value << 6 | v
-        self.value, self.length, self.pos = value, len(text) * 6, 0
+            chunks.append(chunk)
+        self.bits, self.pos = "".join(chunks), 0
+
+    def _take(self, width: int) -> str:
+        end = self.pos + width
+        if end > len(self.bits):
+            raise DecodeError(
+                "truncated", f"needs {width} bits at bit {self.pos}, has {len(self.bits) - self.pos}"
+            )
+        field, self.pos = self.bits[self.pos : end], end
+        return field
 
     def int(self, width: int) -> int:
-        end = self.pos + width
-        if end > self.length:
-            raise DecodeError(
-                "truncated", f"needs {width} bits at bit {self.pos}, has {self.length - self.pos}"
-            )
-        self.pos = end
-        return (self.value >> (self.length - end)) & ((1 << width) - 1)
+        return int(self._take(width) or "0", 2)
 
     def bool(self) -> bool:
         return self.int(1) == 1
 
     def bitfield(self, width: int) -> list[int]:
         """IDs 1..width whose bit is set (ID 1 is the leftmost bit)."""
-        field = self.int(width)
-        return [i + 1 for i in range(width) if field >> (width - 1 - i) & 1]
+        return [i for i, bit in enumerate(self._take(width), 1) if bit == "1"]
 
     def letters(self) -> str:
         return chr(ord("A") + self.int(6)) + chr(ord("A") + self.int(6))
 
-    def fibonacci(self) -> int:
-        """A Fibonacci-coded integer (>= 1): Zeckendorf bits, smallest weight first, ended by `11`."""
-        weights, total, previous = [1, 2], 0, 0
-        i = 0
+    def fibonacci(self, most: int) -> int:
+        """A Fibonacci-coded integer (>= 1): Zeckendorf bits, smallest weight first, ended by `11`. A value
+        above `most` comes back as most + 1: the weights stop growing there, so a long code stays cheap."""
+        total, previous, weight, following = 0, 0, 1, 2
         while True:
             bit = self.int(1)
             if bit and previous:
                 return total
             if bit:
-                while len(weights) <= i:
-                    weights.append(weights[-1] + weights[-2])
-                total += weights[i]
-            previous, i = bit, i + 1
+                total = min(total + weight, most + 1)
+            previous, weight, following = bit, following, min(weight + following, most + 1)

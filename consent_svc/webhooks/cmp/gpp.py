@@ -28,6 +28,9 @@ SECTION_NAMES = {
     12: "usct",
     **{n: f"us_state_{n}" for n in range(13, 28)},
 }
+# The registry's last ID (wire-formats §3.2: 13-27 are the further states). Offsets are read against it, so a
+# header cannot make the decoder count or list IDs beyond it (a 12-character header once asked for 10^8).
+MAX_SECTION_ID = max(SECTION_NAMES)
 
 
 class Header(msgspec.Struct, frozen=True):
@@ -50,16 +53,17 @@ def _header(text: str) -> Header:
     version = bits.int(6)
     if version != 1:
         raise DecodeError("unsupported_version", f"GPP version {version}")
-    ids, previous = [], 0
+    ids: list[int] = []
+    previous = 0  # IDs only ascend (every offset is >= 1), so none can repeat
     for _ in range(bits.int(12)):
-        if bits.bool():
-            start = previous + bits.fibonacci()
-            end = start + bits.fibonacci()
-            ids.extend(range(start, end + 1))
-            previous = end
-        else:
-            previous += bits.fibonacci()
-            ids.append(previous)
+        group = bits.bool()
+        start = previous + bits.fibonacci(MAX_SECTION_ID)
+        previous = start + bits.fibonacci(MAX_SECTION_ID) if group else start
+        ids.extend(range(start, min(previous, MAX_SECTION_ID) + 1))
+    if previous > MAX_SECTION_ID:  # after the loop, so that a truncated header is still `truncated`
+        raise DecodeError(
+            "unknown_section", f"the header lists a section id above {MAX_SECTION_ID}, the registry's last"
+        )
     return Header(kind, version, ids)
 
 
