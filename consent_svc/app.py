@@ -26,7 +26,7 @@ from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlu
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
-from consent_svc import crypto, db, errors, idempotency, telemetry
+from consent_svc import crypto, db, errors, idempotency, tasks, telemetry
 from consent_svc.audit.integrator import Integrator
 from consent_svc.audit.routes import AuditController
 from consent_svc.auth import KeyRing, RequireScope
@@ -62,6 +62,21 @@ TEMPLATES = Path(__file__).parent / "templates"
 HOUSEKEEPING_SECONDS = 600
 PARTITION_MONTHS_AHEAD = 2
 EXPORTS_AT_ONCE = 2  # per worker: an audit export holds a connection for its whole download
+
+
+POOL_CLOSE_SECONDS = 10
+
+
+async def _close_pool(pool: asyncpg.Pool) -> None:
+    """Close waits for every connection to be released: one held by a task that did not stop must not hang the
+    shutdown (asyncpg's advice: bound it, then terminate)."""
+    try:
+        await asyncio.wait_for(pool.close(), POOL_CLOSE_SECONDS)
+    except TimeoutError:
+        log.warning(
+            "database pool still busy after %d s at shutdown; connections terminated", POOL_CLOSE_SECONDS
+        )
+        pool.terminate()
 
 
 async def _housekeeping(pool: asyncpg.Pool, settings: Settings, desk: Desk) -> None:
@@ -139,13 +154,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             outbound.start(app.state.pool)
             housekeeping = asyncio.create_task(_housekeeping(app.state.pool, settings, desk))
             yield
-            housekeeping.cancel()
+            await tasks.cancel(housekeeping)
             await outbound.stop()
             await decider.close()
             await integrator.stop()
             await app.state.keyring.stop()
         finally:
-            await app.state.pool.close()
+            await _close_pool(app.state.pool)
 
     def provide_pool(state: State) -> asyncpg.Pool:
         return state.pool

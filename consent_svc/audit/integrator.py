@@ -24,7 +24,7 @@ from uuid import UUID
 
 import asyncpg
 
-from consent_svc import crypto
+from consent_svc import crypto, tasks
 from consent_svc.audit import chain
 from consent_svc.audit import store as audit_store
 from consent_svc.audit.types import Checkpoint
@@ -133,8 +133,7 @@ class Integrator:
     async def stop(self) -> None:
         """Chain and sign what is there, so a verify right after a stop covers everything."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await tasks.cancel(self._task)
         try:
             await self.round(checkpoint=True)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ChainBroken) as exc:

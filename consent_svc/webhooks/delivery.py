@@ -35,7 +35,7 @@ import aiohttp
 import asyncpg
 import msgspec
 
-from consent_svc import crypto
+from consent_svc import crypto, tasks
 from consent_svc.audit import store as audit_store
 from consent_svc.settings import Settings
 from consent_svc.webhooks import events, signing, ssrf
@@ -202,8 +202,8 @@ class Outbound:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await tasks.cancel(self._task)
+        await tasks.cancel(*self._senders.values())  # a sender left by a leader that was cancelled twice
 
     def subscriptions_changed(self) -> None:
         """A subscription was made, edited, paused or deleted here: the leader (if this worker) re-reads now."""
@@ -273,9 +273,7 @@ class Outbound:
                 )
 
     async def _stop_senders(self) -> None:
-        for task in self._senders.values():
-            task.cancel()
-        await asyncio.gather(*self._senders.values(), return_exceptions=True)
+        await tasks.cancel(*self._senders.values())
         self._senders.clear()
         self._wakes.clear()
 
