@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
@@ -29,6 +30,15 @@ OUT_OF_RANGE = f"must be between the years {MIN_YEAR} and {MAX_YEAR}"
 class FieldError(msgspec.Struct, frozen=True):
     field: str
     message: str
+
+
+def out_of_range(instants: Iterable[tuple[str, datetime | None]]) -> list[FieldError]:
+    """The named instants (None: not given) outside the years MIN_YEAR to MAX_YEAR."""
+    return [
+        FieldError(name, OUT_OF_RANGE)
+        for name, at in instants
+        if at is not None and not MIN_YEAR <= at.year <= MAX_YEAR
+    ]
 
 
 class Problem(msgspec.Struct, omit_defaults=True):
@@ -91,6 +101,7 @@ class ProblemError(ProblemDetailsException):
         headers: dict[str, str] | None = None,
     ) -> None:
         extra: dict[str, Any] = {}
+        detail = detail or "; ".join(f"{e.field}: {e.message}" for e in errors or [])
         if errors:
             extra["errors"] = [msgspec.structs.asdict(e) for e in errors]
         super().__init__(

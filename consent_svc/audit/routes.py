@@ -36,14 +36,12 @@ from consent_svc.audit.types import (
     TimelineItem,
 )
 from consent_svc.errors import (
-    MAX_YEAR,
-    MIN_YEAR,
-    OUT_OF_RANGE,
     FieldError,
     InvalidInput,
     NotFound,
     ProblemError,
     Unavailable,
+    out_of_range,
     problem_responses,
 )
 from consent_svc.openapi import documented, inline_schema
@@ -84,15 +82,15 @@ def audit_filter(
             continue
         if instants[name] is not None and instants[name].tzinfo is None:
             errors.append(FieldError(name, "must include a UTC offset"))
-        elif instants[name] is not None and not MIN_YEAR <= instants[name].year <= MAX_YEAR:
-            errors.append(FieldError(name, OUT_OF_RANGE))
+        else:
+            errors += out_of_range([(name, instants[name])])
     errors += [
         FieldError(name, "must be 1 to 200 characters, without NUL")
         for name, value in (("action", action), ("actor", actor), ("outcome", outcome))
         if value is not None and not (0 < len(value) <= 200 and "\x00" not in value)
     ]
     if errors:
-        raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
+        raise InvalidInput(errors=errors)
     return AuditFilter(subject_id, action, actor, outcome, instants["since"], instants["until"])
 
 

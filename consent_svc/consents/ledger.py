@@ -15,14 +15,12 @@ from consent_svc.consents.identity import IdentifierError, SubjectConflict, norm
 from consent_svc.consents.store import PreparedRecord, SubjectErased, insert_records, source_id
 from consent_svc.consents.types import BatchReceipt, ConsentBatch, ConsentRecordIn, Identifier, Source, Status
 from consent_svc.errors import (
-    MAX_YEAR,
-    MIN_YEAR,
-    OUT_OF_RANGE,
     Conflict,
     FieldError,
     InvalidInput,
     Unavailable,
     each_valid,
+    out_of_range,
 )
 from consent_svc.policies.load import canonical_region
 from consent_svc.policies.types import Policies
@@ -85,11 +83,9 @@ def prepare_record(
 ) -> PreparedRecord:
     """Normalize and check one record; InvalidInput naming every bad field (prefixed by `where`)."""
     errors: list[FieldError] = []
-    for name, value in (("collected_at", record.collected_at), ("expires_at", record.expires_at)):
-        if value is not None and not MIN_YEAR <= value.year <= MAX_YEAR:
-            raise InvalidInput(
-                f"{where}{name}: out of range", errors=[FieldError(f"{where}{name}", OUT_OF_RANGE)]
-            )
+    instants = [(f"{where}collected_at", record.collected_at), (f"{where}expires_at", record.expires_at)]
+    if out := out_of_range(instants):
+        raise InvalidInput(f"{out[0].field}: out of range", errors=out[:1])
     if record.purpose not in rules.purposes:
         errors.append(
             FieldError(f"{where}purpose", f"unknown purpose `{record.purpose}` (see GET /v1/purposes)")
@@ -107,7 +103,7 @@ def prepare_record(
     )
     errors.extend(id_errors)
     if errors:
-        raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
+        raise InvalidInput(errors=errors)
     return prepared(
         identifiers,
         record.purpose,

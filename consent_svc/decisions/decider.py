@@ -20,14 +20,7 @@ import msgspec
 from consent_svc import crypto, ids
 from consent_svc.audit import store as audit_store
 from consent_svc.consents.identity import IdentifierError, normalize
-from consent_svc.consents.ledger import (
-    MAX_YEAR,
-    MIN_YEAR,
-    OUT_OF_RANGE,
-    RecordRules,
-    prepared,
-    record_batch,
-)
+from consent_svc.consents.ledger import RecordRules, prepared, record_batch
 from consent_svc.consents.types import Source
 from consent_svc.decisions import store
 from consent_svc.decisions.engine import Rulebook
@@ -48,6 +41,7 @@ from consent_svc.errors import (
     ProblemError,
     Unavailable,
     each_valid,
+    out_of_range,
 )
 from consent_svc.policies import store as policy_store
 from consent_svc.policies.load import UNKNOWN_REGION, build_policies, canonical_region
@@ -328,8 +322,8 @@ class Decider:
     # -- replays ------------------------------------------------------------------------------------------
 
     async def replay(self, request: ReplayRequest, api_key_id: str) -> ReplayedDecision:
-        if not MIN_YEAR <= request.at.year <= MAX_YEAR:
-            raise InvalidInput(f"at: {OUT_OF_RANGE}", errors=[FieldError("at", OUT_OF_RANGE)])
+        if errors := out_of_range([("at", request.at)]):
+            raise InvalidInput(errors=errors)
         at = request.at.astimezone(UTC)  # dated rules start on UTC days, as for live checks
         row = self.prepare(request, api_key_id)
         async with self.pool.acquire() as conn:

@@ -17,16 +17,7 @@ from consent_svc.audit import store as audit_store
 from consent_svc.bodies import json_body
 from consent_svc.consents.ledger import RecordRules
 from consent_svc.consents.types import BatchReceipt
-from consent_svc.errors import (
-    MAX_YEAR,
-    MIN_YEAR,
-    OUT_OF_RANGE,
-    Conflict,
-    FieldError,
-    InvalidInput,
-    NotFound,
-    problem_responses,
-)
+from consent_svc.errors import Conflict, FieldError, InvalidInput, NotFound, out_of_range, problem_responses
 from consent_svc.openapi import documented, header, inline_schema
 from consent_svc.policies.load import canonical_region
 from consent_svc.policies.types import Policies
@@ -481,13 +472,8 @@ class SubscriptionController(Controller):
         data: JSONBody[ReplayRange],
         pool: NamedDependency[asyncpg.Pool],
     ) -> Replayed:
-        errors = [
-            FieldError(name, OUT_OF_RANGE)
-            for name, value in (("since", data.since), ("until", data.until))
-            if not MIN_YEAR <= value.year <= MAX_YEAR
-        ]
-        if errors:
-            raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
+        if errors := out_of_range([("since", data.since), ("until", data.until)]):
+            raise InvalidInput(errors=errors)
         if data.until <= data.since:
             raise InvalidInput(
                 "until: must be after since", errors=[FieldError("until", "must be after since")]
