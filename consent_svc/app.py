@@ -62,8 +62,6 @@ TEMPLATES = Path(__file__).parent / "templates"
 HOUSEKEEPING_SECONDS = 600
 PARTITION_MONTHS_AHEAD = 2
 EXPORTS_AT_ONCE = 2  # per worker: an audit export holds a connection for its whole download
-
-
 POOL_CLOSE_SECONDS = 10
 
 

@@ -449,9 +449,10 @@ class SubscriptionController(Controller):
         async with pool.acquire() as conn, conn.transaction():
             if await subscriptions.get(conn, subscription_id) is None:
                 raise NotFound("No such subscription.")
-            if not 0 < seq <= cursors.MAX_SEQ or not await subscriptions.replay_one(
+            replayed = 0 < seq <= cursors.MAX_SEQ and await subscriptions.replay_one(
                 conn, subscription_id, seq
-            ):
+            )
+            if not replayed:
                 raise NotFound("No such delivery.")
             entry = SubscriptionAudit(subscription_id, seq=seq, replayed=1)
             await audit_store.append(conn, [_audit("webhook.delivery.replayed", request, entry)])
