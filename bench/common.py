@@ -1,7 +1,9 @@
-"""What the benchmarks share: start `consent-svc serve` on a fresh data directory, make a key, measure CPU."""
+"""What the benchmarks share: start `consent-svc serve` on a fresh data directory, make a key, measure CPU;
+run an older revision beside this checkout and compare."""
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import math
@@ -9,12 +11,13 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -112,6 +115,7 @@ class Service:
                 str(self.workers),
             ],
             env=self.env,
+            cwd=self.tmp,  # not the checkout: `python -m` and granian's workers put the cwd first on sys.path
             stdout=self.log,
             stderr=self.log,
             start_new_session=True,
@@ -119,10 +123,9 @@ class Service:
         deadline = time.monotonic() + 180
         while True:
             if self.process.poll() is not None or time.monotonic() > deadline:
+                log = (self.tmp / "serve.log").read_text()[-3000:]  # before __exit__ removes the directory
                 self.__exit__()
-                sys.exit(
-                    f"service did not become ready; log:\n{(self.tmp / 'serve.log').read_text()[-3000:]}"
-                )
+                sys.exit(f"service did not become ready; log:\n{log}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health/ready", timeout=2) as r:
                     if r.status == 200:
@@ -148,6 +151,7 @@ class Service:
         made = subprocess.run(
             [*self.command, "keys", "create", "--name", "bench", "--scope", scope],
             env=self.env,
+            cwd=self.tmp,
             capture_output=True,
             text=True,
         )
@@ -163,7 +167,8 @@ class Service:
 @contextmanager
 def checkout(revision: str) -> Iterator[tuple[list[str], dict[str, str]]]:
     """An older revision in a temporary git worktree: the `command` and `extra_env` that make Service run it
-    (PYTHONPATH wins over the editable install of the current checkout)."""
+    (PYTHONPATH wins over the editable install of the current checkout; Service runs in its temp directory,
+    else the checkout, as the cwd, would win over PYTHONPATH)."""
     worktree = Path(tempfile.mkdtemp(prefix="consent-svc-before-"))
     subprocess.run(
         ["git", "worktree", "add", "-f", "--detach", str(worktree), revision], cwd=ROOT, check=True
@@ -173,3 +178,62 @@ def checkout(revision: str) -> Iterator[tuple[list[str], dict[str, str]]]:
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False)
         shutil.rmtree(worktree, ignore_errors=True)
+
+
+def interleaved(
+    revision: str, rounds: int, run: Callable[[list[str] | None, dict[str, str] | None], dict]
+) -> dict[str, list[dict]]:
+    """`run(command, extra_env)` for `revision` and for this checkout, `rounds` times each, interleaved
+    (before, after, then after, before, ...): this machine's throughput drifts by up to 2x within minutes, and
+    the alternation spreads that over both sides. Each run starts its own service: rounds are independent."""
+    runs: dict[str, list[dict]] = {"before": [], "after": []}
+    with checkout(revision) as before:
+        variants = {"before": before, "after": (None, None)}
+        for n in range(rounds):
+            for name in ("before", "after") if n % 2 == 0 else ("after", "before"):
+                which = revision if name == "before" else "this checkout"
+                print(f"--- round {n + 1} {name} ({which})", flush=True)
+                runs[name].append(run(*variants[name]))
+    return runs
+
+
+def comparison(runs: dict[str, list[dict]], figures: list[tuple[str, str, str]]) -> None:
+    """Per figure (key, label, format spec): the median of the before and of the after runs, and after/before
+    as a ratio and a percent change."""
+    width = max(len(label) for _, label, _ in figures)
+    heading = f"median of {len(runs['after'])} runs"
+    print(f"{heading:<{width}}  {'before':>10}  {'after':>10}  after/before")
+    for key, label, spec in figures:
+        before, after = (statistics.median(r[key] for r in runs[name]) for name in ("before", "after"))
+        change = f"{after / before:6.3f}  {after / before - 1:+7.1%}" if before else "     -"
+        print(f"{label:<{width}}  {before:>10{spec}}  {after:>10{spec}}  {change}")
+
+
+def add_compare_options(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--before", help="also run this git revision, interleaved, and compare")
+    ap.add_argument("--rounds", type=int, default=3, help="with --before: runs of each")
+
+
+def run_or_compare(
+    args: argparse.Namespace,
+    one_run: Callable[..., dict],
+    report: Callable[[argparse.Namespace, dict], None],
+    figures: list[tuple[str, str, str]],
+    pg_figure: str,
+    name: str,
+) -> int:
+    """One run, or with --before the interleaved rounds and the comparison of their medians; 1 if a run failed.
+    `pg_figure`: the key of PostgreSQL's CPU, left out with --database-url (an external server is not measured:
+    its row would compare zeros)."""
+
+    def run(command: list[str] | None = None, env: dict[str, str] | None = None) -> dict:
+        result = one_run(args, command, env)
+        report(args, result)
+        return result
+
+    if not args.before:
+        return 1 if run()["failed"] else 0
+    runs = interleaved(args.before, args.rounds, run)
+    print(f"{name}: before = {args.before}, after = this checkout, {args.rounds} rounds")
+    comparison(runs, [f for f in figures if not (args.database_url and f[0] == pg_figure)])
+    return 1 if any(r["failed"] for side in runs.values() for r in side) else 0

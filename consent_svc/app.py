@@ -30,11 +30,12 @@ from consent_svc import crypto, db, errors, idempotency, tasks, telemetry
 from consent_svc.audit.integrator import Integrator
 from consent_svc.audit.routes import AuditController
 from consent_svc.auth import KeyRing, RequireScope
+from consent_svc.cmp.routes import InboundController, SourceController
 from consent_svc.consents.ledger import RecordRules
 from consent_svc.consents.routes import ConsentController
 from consent_svc.console import users as console_users
-from consent_svc.console.pages import SignInRequired, sign_in_redirect
 from consent_svc.console.routes import ConsoleController
+from consent_svc.console.session import SignInRequired, sign_in_redirect
 from consent_svc.console.trail import TrailController
 from consent_svc.decisions.decider import Decider
 from consent_svc.decisions.engine import Rulebook
@@ -51,9 +52,9 @@ from consent_svc.requests.desk import Desk
 from consent_svc.requests.public import PublicRequestController
 from consent_svc.requests.routes import RequestController, SystemController
 from consent_svc.settings import Settings
-from consent_svc.webhooks import events
+from consent_svc.webhooks import subscriptions
 from consent_svc.webhooks.delivery import Outbound
-from consent_svc.webhooks.routes import InboundController, SourceController, SubscriptionController
+from consent_svc.webhooks.routes import SubscriptionController
 
 log = logging.getLogger("consent_svc")
 
@@ -86,7 +87,7 @@ async def _housekeeping(pool: asyncpg.Pool, settings: Settings, desk: Desk) -> N
         try:
             async with pool.acquire() as conn:
                 await idempotency.delete_expired(conn, settings.idempotency_ttl_hours)
-                await events.delete_expired(conn, settings.webhook_retention_days)
+                await subscriptions.delete_expired(conn, settings.webhook_retention_days)
                 await conn.execute("SELECT ensure_audit_partitions($1)", PARTITION_MONTHS_AHEAD)
                 await verification.delete_old_windows(conn, datetime.now(UTC))
                 await console_users.delete_expired_sessions(conn, datetime.now(UTC))

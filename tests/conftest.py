@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from consent_svc import auth, db, telemetry
 from consent_svc.settings import Settings
+from tests.receiver import Receiver
 
 # Before any app exists: every app in this process reports to these, so tests can read what was sent.
 SPANS = InMemorySpanExporter()
@@ -146,3 +147,21 @@ async def keys(conn: asyncpg.Connection) -> Keys:
 @pytest.fixture
 async def admin(keys: Keys) -> dict[str, str]:
     return await keys.of("admin")
+
+
+@pytest.fixture
+async def manager(keys: Keys) -> dict[str, str]:
+    return await keys.of("webhooks:manage")
+
+
+@pytest.fixture
+async def writer(keys: Keys) -> dict[str, str]:
+    return await keys.of("consents:write")
+
+
+@pytest.fixture
+def receiver():
+    """A local webhook receiver (tests/receiver.py)."""
+    made = Receiver()
+    yield made
+    made.close()

@@ -22,7 +22,7 @@ from consent_svc.errors import (
     each_valid,
     out_of_range,
 )
-from consent_svc.policies.load import canonical_region
+from consent_svc.policies.load import UNKNOWN_REGION, canonical_region
 from consent_svc.policies.types import Policies
 from consent_svc.settings import Settings
 
@@ -49,6 +49,11 @@ class RecordRules(msgspec.Struct, frozen=True):
             timedelta(seconds=settings.clock_skew_seconds),
             settings.idempotency_ttl_hours,
         )
+
+
+def default_country(region: str | None) -> str | None:
+    """The country a phone number without its own is read in: the record's or check's region's."""
+    return region[:2] if region and region != UNKNOWN_REGION else None
 
 
 def hash_identifiers(
@@ -97,9 +102,8 @@ def prepare_record(
         errors.append(FieldError(f"{where}collected_at", "is in the future"))
     if record.expires_at is not None and record.expires_at <= record.collected_at:
         errors.append(FieldError(f"{where}expires_at", "must be after collected_at"))
-    country = region.split("-")[0] if region and region != "ZZ" else None
     identifiers, id_errors = hash_identifiers(
-        record.subject.identifiers, rules.lookup_hash, f"{where}subject.identifiers", country
+        record.subject.identifiers, rules.lookup_hash, f"{where}subject.identifiers", default_country(region)
     )
     errors.extend(id_errors)
     if errors:

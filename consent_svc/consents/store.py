@@ -10,10 +10,11 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
-from consent_svc import crypto, cursors, db, ids
+from consent_svc import crypto, cursors, db, ids, outbox
 from consent_svc.audit import store as audit_store
 from consent_svc.consents.identity import group_records, mask
 from consent_svc.consents.types import (
+    ConsentChanged,
     ConsentHistory,
     ConsentRecordOut,
     MaskedIdentifier,
@@ -23,8 +24,6 @@ from consent_svc.consents.types import (
     Status,
     SubjectView,
 )
-from consent_svc.webhooks import events
-from consent_svc.webhooks.events import ConsentChanged
 
 SELECT_SUBJECTS_BY_HASH = """
 SELECT lookup_hash, subject_id FROM identifier_lookup WHERE lookup_hash = ANY($1::bytea[])
@@ -179,64 +178,98 @@ async def subjects_by_hash(conn: asyncpg.Connection, hashes: list[bytes]) -> dic
     }
 
 
+class _Batch(msgspec.Struct, kw_only=True):
+    """One insert_records call as it moves through its steps. Subjects are handled by their group number in the
+    batch (an int), which is cheaper to hash than a UUID."""
+
+    records: list[PreparedRecord]
+    actor: str
+    received_at: datetime
+    known: dict[bytes, UUID] = {}  # look-up hash -> the subject that already holds it
+    groups: list[int] = []  # record index -> its subject's group
+    subjects: list[UUID] = []  # group -> subject id
+    created: frozenset[int] = frozenset()  # groups whose subject this batch creates
+    data_keys: dict[int, bytes] = {}  # group -> the subject's data key, where something is sealed under it
+    receipts: list[RecordReceipt] = []  # one per record, in batch order
+    fresh: list[tuple[int, UUID]] = []  # (record index, record id) of the records stored now
+    changed: list[tuple] = []  # consent_state rows (STATE_COLUMNS) that became current
+
+
 async def insert_records(
     conn: asyncpg.Connection, keys: crypto.Keys, records: list[PreparedRecord], actor: str
 ) -> list[RecordReceipt]:
     """Resolve subjects, link new identifiers, append the records and their audit entries (by `actor`: the
-    API key id or `system`), advance the current state.
+    API key id or `system`), advance the current state and announce what changed.
 
     Raises SubjectConflict (from identity) when a record's identifiers belong to two subjects, SubjectErased
     for an erased subject, and asyncpg's UniqueViolationError or DeadlockDetectedError when a concurrent
     transaction won a key: the caller retries the transaction. Keys are written in sorted order, so
     concurrent batches wait on each other rather than deadlock.
-    Subjects are handled by their group number in the batch (an int), which is cheaper to hash than a UUID.
     """
-    received_at: datetime = await conn.fetchval("SELECT now()")  # what the rows' DEFAULT now() will hold
-    known = {}
-    for row in await conn.fetch(
-        SELECT_SUBJECTS_OR_SUPPRESSED, list({h for r in records for (_, _, h) in r.identifiers})
-    ):
+    # What the rows' DEFAULT now() will hold: the transaction's time.
+    batch = _Batch(records=records, actor=actor, received_at=await conn.fetchval("SELECT now()"))
+    await _resolve_subjects(conn, keys, batch)
+    await _link_identifiers(conn, batch)
+    await _dedupe(conn, batch)
+    if batch.fresh:
+        await _copy_records(conn, batch)
+        await _audit(conn, batch)
+        await _advance_state(conn, batch)
+        await _announce(conn, batch)
+    return batch.receipts
+
+
+async def _resolve_subjects(conn: asyncpg.Connection, keys: crypto.Keys, batch: _Batch) -> None:
+    """Group the records by person, find each group's subject or make a new one, and unwrap the data key of
+    every existing subject that receives a new identifier or a proof."""
+    records = batch.records
+    hashes = list({h for r in records for (_, _, h) in r.identifiers})
+    for row in await conn.fetch(SELECT_SUBJECTS_OR_SUPPRESSED, hashes):
         if row["subject_id"] is None:
             raise SubjectErased()  # a later import may not bring an erased person back
-        known[row["lookup_hash"]] = row["subject_id"]
-    groups, existing = group_records([[h for (_, _, h) in r.identifiers] for r in records], known)
+        batch.known[row["lookup_hash"]] = row["subject_id"]
+    known = batch.known
+    batch.groups, existing = group_records([[h for (_, _, h) in r.identifiers] for r in records], known)
 
-    subjects: list[UUID] = []
-    data_keys: dict[int, bytes] = {}
     subject_rows: list[tuple] = []
     new_ids = iter(ids.uuid4s(existing.count(None)))
     for group, subject in enumerate(existing):
         if subject is None:
             subject, data_key = next(new_ids), crypto.new_data_key()
-            data_keys[group] = data_key
+            batch.data_keys[group] = data_key
             subject_rows.append((subject, keys.wrap(data_key, subject.bytes), keys.master_key_id))
-        subjects.append(subject)
-    created = frozenset(data_keys)  # groups whose subject this transaction creates
+        batch.subjects.append(subject)
+    batch.created = frozenset(batch.data_keys)
+    if subject_rows:
+        await db.insert_rows(conn, "subjects", SUBJECT_COLUMNS, subject_rows)
 
-    # Existing subjects that receive a new identifier or a proof need their data key.
     needs_key = {
-        groups[i]
+        batch.groups[i]
         for i, r in enumerate(records)
-        if groups[i] not in created
+        if batch.groups[i] not in batch.created
         and (r.proof is not None or any(h not in known for (_, _, h) in r.identifiers))
     }
     if needs_key:
-        group_of = {subjects[g]: g for g in needs_key}
+        group_of = {batch.subjects[g]: g for g in needs_key}
         for row in await conn.fetch(SELECT_WRAPPED_KEYS, list(group_of)):
-            data_keys[group_of[row["subject_id"]]] = keys.unwrap(row["wrapped_key"], row["subject_id"].bytes)
-        if needs_key - data_keys.keys():
+            batch.data_keys[group_of[row["subject_id"]]] = keys.unwrap(
+                row["wrapped_key"], row["subject_id"].bytes
+            )
+        if needs_key - batch.data_keys.keys():
             raise SubjectErased()
 
-    identifier_rows: dict[bytes, tuple] = {}
-    for i, r in enumerate(records):
-        for kind, value, h in r.identifiers:
-            if h not in known and h not in identifier_rows:
-                subject = subjects[groups[i]]
-                sealed = crypto.seal(data_keys[groups[i]], value.encode(), _identifier_aad(subject, h))
-                identifier_rows[h] = (subject, h, kind, sealed)
 
-    if subject_rows:
-        await db.insert_rows(conn, "subjects", SUBJECT_COLUMNS, subject_rows)
+async def _link_identifiers(conn: asyncpg.Connection, batch: _Batch) -> None:
+    """Every identifier no subject held yet joins its group's subject: its look-up hash in clear, its value
+    sealed under the subject's data key."""
+    identifier_rows: dict[bytes, tuple] = {}
+    for i, r in enumerate(batch.records):
+        group = batch.groups[i]
+        for kind, value, h in r.identifiers:
+            if h not in batch.known and h not in identifier_rows:
+                subject = batch.subjects[group]
+                sealed = crypto.seal(batch.data_keys[group], value.encode(), _identifier_aad(subject, h))
+                identifier_rows[h] = (subject, h, kind, sealed)
     if identifier_rows:
         new_hashes = sorted(identifier_rows)
         lookups = [(h, identifier_rows[h][0]) for h in new_hashes]
@@ -244,35 +277,45 @@ async def insert_records(
         rows = [identifier_rows[h] for h in new_hashes]
         await db.insert_rows(conn, "subject_identifiers", IDENTIFIER_COLUMNS, rows)
 
-    # Resent records (same subject, same content) are answered with the stored record, not stored twice.
+
+async def _dedupe(conn: asyncpg.Connection, batch: _Batch) -> None:
+    """A resent record (same subject, same content) is answered with the stored one, not stored twice; every
+    other record gets its id and receipt."""
+    groups, subjects = batch.groups, batch.subjects
     seen: dict[tuple[int, bytes], tuple[UUID, datetime]] = {}
-    old_groups = {subjects[g]: g for g in set(groups) if g not in created}
+    old_groups = {subjects[g]: g for g in set(groups) if g not in batch.created}
     if old_groups:
-        fingerprints = list({r.fingerprint for i, r in enumerate(records) if groups[i] not in created})
+        fingerprints = list(
+            {r.fingerprint for i, r in enumerate(batch.records) if groups[i] not in batch.created}
+        )
         for row in await conn.fetch(SELECT_FINGERPRINTS, list(old_groups), fingerprints):
             seen[(old_groups[row["subject_id"]], row["fingerprint"])] = (row["record_id"], row["received_at"])
-
-    receipts: list[RecordReceipt] = []
-    record_rows: list[tuple] = []
-    fresh: list[tuple[int, UUID]] = []
-    record_ids = ids.uuid7s(len(records))
-    for i, r in enumerate(records):
-        group = groups[i]
-        subject = subjects[group]
-        stored = seen.get((group, r.fingerprint))
+    record_ids = ids.uuid7s(len(batch.records))
+    for i, r in enumerate(batch.records):
+        subject = subjects[groups[i]]
+        stored = seen.get((groups[i], r.fingerprint))
         if stored is not None:
-            receipts.append(
+            batch.receipts.append(
                 RecordReceipt(id=stored[0], subject_id=subject, received_at=stored[1], duplicate=True)
             )
             continue
         record_id = record_ids[i]
-        seen[(group, r.fingerprint)] = (record_id, received_at)
-        fresh.append((i, record_id))
-        receipts.append(
-            RecordReceipt(id=record_id, subject_id=subject, received_at=received_at, duplicate=False)
+        seen[(groups[i], r.fingerprint)] = (record_id, batch.received_at)
+        batch.fresh.append((i, record_id))
+        batch.receipts.append(
+            RecordReceipt(id=record_id, subject_id=subject, received_at=batch.received_at, duplicate=False)
         )
+
+
+async def _copy_records(conn: asyncpg.Connection, batch: _Batch) -> None:
+    """The fresh records into the ledger, each proof sealed under its subject's key, their sources once each."""
+    records, groups, subjects = batch.records, batch.groups, batch.subjects
+    record_rows: list[tuple] = []
+    for i, record_id in batch.fresh:
+        r, group = records[i], groups[i]
+        subject = subjects[group]
         proof = (
-            crypto.seal(data_keys[group], r.proof, _proof_aad(subject, record_id))
+            crypto.seal(batch.data_keys[group], r.proof, _proof_aad(subject, record_id))
             if r.proof is not None
             else None
         )
@@ -290,87 +333,95 @@ async def insert_records(
                 r.fingerprint,
             )
         )
-
-    if record_rows:
-        sources = {records[i].source_id: records[i].source for i, _ in fresh}
-        source_ids = sorted(sources)
-        await conn.execute(INSERT_SOURCES, source_ids, [sources[i] for i in source_ids])
-        record_rows.sort(key=lambda row: (row[0].bytes, row[-1]))
-        await db.insert_rows(conn, "consent_records", RECORD_COLUMNS, record_rows)
-        encode = msgspec.json.encode
-        entries = [
-            (
-                record_id,
-                received_at,
-                "consent.recorded",
-                actor,
-                subjects[groups[i]],
-                records[i].status,
-                encode(
-                    RecordPayload(
-                        records[i].collected_at,
-                        records[i].expires_at,
-                        records[i].fingerprint,
-                        records[i].purpose,
-                        records[i].region,
-                        records[i].source_id,
-                    )
-                ),
-            )
-            for i, record_id in fresh
-        ]
-        await audit_store.append(conn, entries)
-        await _advance_state(conn, records, groups, subjects, fresh, created)
-    return receipts
+    sources = {records[i].source_id: records[i].source for i, _ in batch.fresh}
+    source_ids = sorted(sources)
+    await conn.execute(INSERT_SOURCES, source_ids, [sources[i] for i in source_ids])
+    record_rows.sort(key=lambda row: (row[0].bytes, row[-1]))
+    await db.insert_rows(conn, "consent_records", RECORD_COLUMNS, record_rows)
 
 
-async def _advance_state(
-    conn: asyncpg.Connection,
-    records: list[PreparedRecord],
-    groups: list[int],
-    subjects: list[UUID],
-    fresh: list[tuple[int, UUID]],
-    created: frozenset[int],
-) -> None:
-    """Make each (subject, purpose)'s latest record its current state, and announce every state that changed
-    (`consent.changed`) in the outbox.
+async def _audit(conn: asyncpg.Connection, batch: _Batch) -> None:
+    """One `consent.recorded` entry per stored record, pseudonymous."""
+    encode = msgspec.json.encode
+    records = batch.records
+    entries = [
+        (
+            record_id,
+            batch.received_at,
+            "consent.recorded",
+            batch.actor,
+            batch.subjects[batch.groups[i]],
+            records[i].status,
+            encode(
+                RecordPayload(
+                    records[i].collected_at,
+                    records[i].expires_at,
+                    records[i].fingerprint,
+                    records[i].purpose,
+                    records[i].region,
+                    records[i].source_id,
+                )
+            ),
+        )
+        for i, record_id in batch.fresh
+    ]
+    await audit_store.append(conn, entries)
+
+
+async def _advance_state(conn: asyncpg.Connection, batch: _Batch) -> None:
+    """Make each (subject, purpose)'s latest record its current state.
 
     One row per (subject, purpose): an upsert may not touch the same row twice. Within a batch the later
     collected_at wins; for equal times a refusal beats a grant (as a replay orders them), then the later
     position in the batch."""
+    records = batch.records
     latest: dict[tuple[int, str], tuple[int, UUID]] = {}
-    for i, record_id in fresh:
-        key = (groups[i], records[i].purpose)
+    for i, record_id in batch.fresh:
+        key = (batch.groups[i], records[i].purpose)
         held = latest.get(key)
         if held is None or _precedence(records[i]) >= _precedence(records[held[0]]):
             latest[key] = (i, record_id)
     new_rows, upserts = [], []
     for (group, purpose), (i, record_id) in latest.items():
         r = records[i]
-        row = (subjects[group], purpose, record_id, r.status, r.collected_at, r.expires_at, r.source.actor)
+        row = (
+            batch.subjects[group],
+            purpose,
+            record_id,
+            r.status,
+            r.collected_at,
+            r.expires_at,
+            r.source.actor,
+        )
         # No state can exist yet for a subject this transaction created.
-        (new_rows if group in created else upserts).append(row)
-    changed = new_rows
+        (new_rows if group in batch.created else upserts).append(row)
+    batch.changed = new_rows
     if new_rows:
         await db.insert_rows(conn, "consent_state", STATE_COLUMNS, new_rows)
     if upserts:
         upserts.sort(key=lambda row: (row[0].bytes, row[1]))
         won = {tuple(r) for r in await conn.fetch(UPSERT_STATE, *map(list, zip(*upserts, strict=True)))}
-        changed = new_rows + [row for row in upserts if (row[0], row[1]) in won]
-    if changed:
-        encode = msgspec.json.encode
-        by_id = {record_id: i for (i, record_id) in fresh}
-        event_ids = ids.uuid4s(len(changed))
-        rows = []
-        for event_id, (subject, purpose, record_id, status, collected_at, expires_at, _) in zip(
-            event_ids, changed, strict=True
-        ):
-            r = records[by_id[record_id]]
-            data = ConsentChanged(
-                subject, purpose, status, record_id, collected_at, expires_at, r.region, r.source
-            )
-            rows.append(events.row(event_id, "consent.changed", purpose, subject, encode(data)))
-        await events.append(conn, rows)
+        batch.changed = new_rows + [row for row in upserts if (row[0], row[1]) in won]
+
+
+async def _announce(conn: asyncpg.Connection, batch: _Batch) -> None:
+    """`consent.changed` in the outbox for every state that changed, in the same transaction."""
+    if not batch.changed:
+        return
+    index_of = {record_id: i for (i, record_id) in batch.fresh}
+    event_ids = ids.uuid4s(len(batch.changed))
+    events = []
+    for event_id, (subject, purpose, record_id, status, collected_at, expires_at, _) in zip(
+        event_ids, batch.changed, strict=True
+    ):
+        r = batch.records[index_of[record_id]]
+        data = ConsentChanged(
+            subject, purpose, status, record_id, collected_at, expires_at, r.region, r.source
+        )
+        events.append(
+            outbox.event("consent.changed", data, subject_id=subject, purpose=purpose, event_id=event_id)
+        )
+    await outbox.append(conn, events)
 
 
 # Ties in collected_at within one arrival: withdrawn over denied over granted (SELECT_STATES_AT says the same).

@@ -133,3 +133,17 @@ class ConsentRecordOut(msgspec.Struct, frozen=True):
 class ConsentHistory(msgspec.Struct, frozen=True):
     records: list[ConsentRecordOut]
     next_cursor: str | None
+
+
+class ConsentChanged(msgspec.Struct, frozen=True, gc=False):
+    """`consent.changed`: a record became the subject's current consent for a purpose. Names the subject by its
+    pseudonymous id only: a receiver maps it with POST /v1/subjects/lookup from identifiers it already holds."""
+
+    subject_id: UUID
+    purpose: str
+    status: str
+    record_id: UUID
+    collected_at: datetime
+    expires_at: datetime | None
+    region: str
+    source: Source

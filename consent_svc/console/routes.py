@@ -20,13 +20,14 @@ from litestar.response import Redirect, Template
 from consent_svc import crypto
 from consent_svc.audit import store as audit_store
 from consent_svc.console import dashboard, users
-from consent_svc.console.pages import COOKIE, Form, now, page, signed_in, swapped
+from consent_svc.console.session import COOKIE, signed_in
 from consent_svc.errors import ProblemError
 from consent_svc.requests import documents, verification
 from consent_svc.requests import store as request_store
 from consent_svc.requests.desk import Desk
-from consent_svc.requests.types import Request as RequestView
+from consent_svc.requests.types import SubjectRequest
 from consent_svc.settings import Settings
+from consent_svc.web.pages import Form, now, page, swapped
 
 SIGN_INS_PER_ADDRESS = 30  # per hour, besides the per-user lockout
 STATUSES = ("received", "verifying", "verified", "in_progress", "completed", "rejected")
@@ -249,7 +250,7 @@ class ConsoleController(Controller):
         )
 
 
-def _allowed(action: str, request: RequestView) -> bool:
+def _allowed(action: str, request: SubjectRequest) -> bool:
     """The forms worth showing: the transitions the lifecycle allows from here (the desk still decides)."""
     if action == "verify":
         return request.status in ("received", "verifying")
@@ -270,7 +271,7 @@ async def _requestpage(
     error: str | None = None,
 ) -> Template:
     async with pool.acquire() as conn:
-        found: RequestView | None = await request_store.detailed(conn, keys, request_id, now().date())
+        found: SubjectRequest | None = await request_store.detailed(conn, keys, request_id, now().date())
         names = await users.actor_names(conn, keys, {h.actor for h in found.history} if found else set())
     if found is None:
         return page("console/queue.html", settings, user, 404, requests=[], statuses=STATUSES, chosen=None)

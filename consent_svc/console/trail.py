@@ -27,13 +27,14 @@ from consent_svc.audit.verify import verify
 from consent_svc.consents import store as consent_store
 from consent_svc.consents.ledger import RecordRules, hash_typed
 from consent_svc.console import users
-from consent_svc.console.pages import Form, now, page, signed_in, swapped
-from consent_svc.decisions.decider import Decider
+from consent_svc.console.session import signed_in
+from consent_svc.decisions import store as decision_store
 from consent_svc.decisions.engine import Rulebook
 from consent_svc.errors import ProblemError
 from consent_svc.policies import store as policy_store
 from consent_svc.policies.types import Policies
 from consent_svc.settings import Settings
+from consent_svc.web.pages import Form, now, page, swapped
 
 PAGE = 100
 RECENT_VERIFIED = 1000  # entries re-hashed by the verify button; `consent-svc audit verify` checks them all
@@ -168,17 +169,13 @@ class TrailController(Controller):
         decision_id: FromPath[UUID],
         pool: NamedDependency[asyncpg.Pool],
         keys: NamedDependency[crypto.Keys],
-        decider: NamedDependency[Decider],
         settings: NamedDependency[Settings],
     ) -> Template:
         user = await signed_in(request, pool, keys)
-        try:
-            found = await decider.recorded(decision_id)
-        except ProblemError:
-            found = None
         names = {}
-        if found is not None:
-            async with pool.acquire() as conn:
+        async with pool.acquire() as conn:
+            found = await decision_store.recorded(conn, decision_id)
+            if found is not None:
                 names = await users.actor_names(conn, keys, {found.api_key_id})
         return page("console/decision.html", settings, user, 200 if found else 404, d=found, names=names)
 

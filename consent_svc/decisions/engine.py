@@ -86,6 +86,9 @@ class ConsentState(msgspec.Struct, frozen=True, gc=False, array_like=True):
     collected_at: datetime
     expires_at: datetime | None
     actor: str
+    regranted_after_gpc: bool = False
+    """A grant given after a Global Privacy Control signal had been recorded as this subject's refusal of the
+    purpose (CCPA regs 7025(c)(3)). Read for checks that carry the signal; false otherwise."""
 
 
 class Outcome(msgspec.Struct, frozen=True, gc=False):
@@ -190,9 +193,12 @@ class Rulebook:
 
         gpc = regime.gpc
         if context.gpc and gpc is not None and gpc.honour_from <= day and purpose in gpc.purposes:
-            # CCPA regs 7025(c)(3): the signal beats an earlier business-specific allow; elsewhere a
-            # consent the person gave prevails over the browser-wide signal.
-            if state is None or gpc.overrides_grant:
+            # CCPA regs 7025(c)(3): the signal beats an earlier business-specific allow, but the business may
+            # then ask for consent, and a grant given after the signal was recorded as the consumer's refusal
+            # (binds_consumer) stands while the browser still sends it. Elsewhere a consent the person gave
+            # prevails over the browser-wide signal.
+            asked_after_conflict = gpc.binds_consumer and state is not None and state.regranted_after_gpc
+            if state is None or (gpc.overrides_grant and not asked_after_conflict):
                 return out(False, "gpc_opt_out", state)
 
         if state is not None:  # granted and live

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from uuid import UUID
 
+import asyncpg
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from consent_svc.bodies import json_body
+from consent_svc.decisions import replay, store
 from consent_svc.decisions.decider import Decider
 from consent_svc.decisions.engine import REASONS
 from consent_svc.decisions.types import (
@@ -20,7 +22,7 @@ from consent_svc.decisions.types import (
     ReplayedDecision,
     ReplayRequest,
 )
-from consent_svc.errors import problem_responses
+from consent_svc.errors import NotFound, problem_responses
 
 REASON_LIST = ", ".join(f"`{r}`" for r in REASONS)
 
@@ -62,7 +64,7 @@ class DecisionController(Controller):
         self, request: Request, data: JSONBody[BatchCheckRequest], decider: NamedDependency[Decider]
     ) -> BatchDecisions:
         rows = decider.prepare_batch(data.items, request.state.api_key_id)
-        return BatchDecisions(results=await decider.record_batch(rows))
+        return BatchDecisions(results=await decider.check_batch(rows))
 
     @post(
         "/replay",
@@ -79,9 +81,13 @@ class DecisionController(Controller):
         responses=problem_responses(404, 409, 413, 422),
     )
     async def replay(
-        self, request: Request, data: JSONBody[ReplayRequest], decider: NamedDependency[Decider]
+        self,
+        request: Request,
+        data: JSONBody[ReplayRequest],
+        pool: NamedDependency[asyncpg.Pool],
+        decider: NamedDependency[Decider],
     ) -> ReplayedDecision:
-        return await decider.replay(data, request.state.api_key_id)
+        return await replay.replay(pool, decider.rulebook, decider.rules, data, request.state.api_key_id)
 
     @get(
         "/{decision_id:uuid}",
@@ -90,6 +96,10 @@ class DecisionController(Controller):
         responses=problem_responses(404),
     )
     async def get_decision(
-        self, decision_id: FromPath[UUID], decider: NamedDependency[Decider]
+        self, decision_id: FromPath[UUID], pool: NamedDependency[asyncpg.Pool]
     ) -> RecordedDecision:
-        return await decider.recorded(decision_id)
+        async with pool.acquire() as conn:
+            found = await store.recorded(conn, decision_id)
+        if found is None:
+            raise NotFound("No decision with this id.")
+        return found

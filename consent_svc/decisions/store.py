@@ -9,14 +9,25 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from consent_svc import ids
+from consent_svc.audit import store as audit_store
 from consent_svc.decisions.engine import ConsentState, Context, explain
-from consent_svc.decisions.types import Decision, PolicyRef, RecordBasis, RecordedDecision
+from consent_svc.decisions.types import Check, PolicyRef, RecordBasis, RecordedDecision
+
+MAX_UNIX_MS = 253_402_300_799_000  # 9999-12-31T23:59:59Z
 
 # One row per (identifier or subject id, purpose needed), found again by its number n. Keys travel as one
 # bytea of fixed-width slices and purposes as one byte each (an index into $3): asyncpg encodes a 10,000
 # element array at ~1 us per element, which made this read 25 ms; as blobs it takes 4 ms (this machine).
+# $4 has a byte per row, 1 where the check carries a GPC signal: only then is a grant looked at further, for
+# a GPC refusal recorded before it (CCPA regs 7025(c)(3), engine.ConsentState.regranted_after_gpc).
 SELECT_STATES_BY_HASH = """
-SELECT t.n, l.subject_id, cs.record_id, cs.status, cs.collected_at, cs.expires_at, cs.actor
+SELECT t.n, l.subject_id, cs.record_id, cs.status, cs.collected_at, cs.expires_at, cs.actor,
+       CASE WHEN cs.status = 'granted' AND get_byte($4::bytea, t.n - 1) = 1 THEN EXISTS (
+           SELECT 1 FROM consent_records cr JOIN consent_sources src ON src.source_id = cr.source_id
+           WHERE cr.subject_id = cs.subject_id AND cr.purpose = cs.purpose AND cr.collected_at < cs.collected_at
+             AND src.source ->> 'method' = 'gpc_signal'
+       ) ELSE false END
 FROM generate_series(1, length($2::bytea)) AS t (n)
 JOIN identifier_lookup l ON l.lookup_hash = substring($1::bytea FROM t.n * 32 - 31 FOR 32)
 LEFT JOIN consent_state cs
@@ -24,7 +35,12 @@ LEFT JOIN consent_state cs
 ORDER BY t.n
 """
 SELECT_STATES_BY_ID = """
-SELECT t.n, k.s, cs.record_id, cs.status, cs.collected_at, cs.expires_at, cs.actor
+SELECT t.n, k.s, cs.record_id, cs.status, cs.collected_at, cs.expires_at, cs.actor,
+       CASE WHEN cs.status = 'granted' AND get_byte($4::bytea, t.n - 1) = 1 THEN EXISTS (
+           SELECT 1 FROM consent_records cr JOIN consent_sources src ON src.source_id = cr.source_id
+           WHERE cr.subject_id = cs.subject_id AND cr.purpose = cs.purpose AND cr.collected_at < cs.collected_at
+             AND src.source ->> 'method' = 'gpc_signal'
+       ) ELSE false END
 FROM generate_series(1, length($2::bytea)) AS t (n)
 CROSS JOIN LATERAL (
     SELECT encode(substring($1::bytea FROM t.n * 16 - 15 FOR 16), 'hex')::uuid,
@@ -62,11 +78,17 @@ SELECT_SUBJECTS_BY_HASHES = """
 SELECT DISTINCT subject_id FROM identifier_lookup WHERE lookup_hash = ANY($1::bytea[])
 """
 # The state at a past moment, rebuilt from the ledger: the latest record per purpose collected by then; with
-# $4 (as known), only among the records the service had received by then.
+# $4 (as known), only among the records the service had received by then. A grant says whether a GPC refusal
+# was recorded before it, as the live read does.
 SELECT_STATES_AT = """
 SELECT DISTINCT ON (cr.purpose)
        cr.purpose, cr.record_id, cr.status, cr.collected_at, cr.expires_at,
-       coalesce(src.source ->> 'actor', 'subject') AS actor
+       coalesce(src.source ->> 'actor', 'subject') AS actor,
+       cr.status = 'granted' AND EXISTS (
+           SELECT 1 FROM consent_records g JOIN consent_sources gs ON gs.source_id = g.source_id
+           WHERE g.subject_id = cr.subject_id AND g.purpose = cr.purpose AND g.collected_at < cr.collected_at
+             AND (NOT $4 OR g.received_at <= $3) AND gs.source ->> 'method' = 'gpc_signal'
+       ) AS regranted_after_gpc
 FROM consent_records cr
 JOIN consent_sources src ON src.source_id = cr.source_id
 WHERE cr.subject_id = $1 AND cr.purpose = ANY($2::text[]) AND cr.collected_at <= $3
@@ -106,92 +128,87 @@ class DecisionPayload(msgspec.Struct, frozen=True, gc=False):
     sensitive: bool
 
 
-class CheckRow(msgspec.Struct, frozen=True, gc=False, array_like=True):
-    """A validated check, ready for the database: identifiers already reduced to look-up hashes."""
-
-    hashes: list[bytes]
-    subject_id: UUID | None
-    purpose: str
-    region: str
-    context: Context
-    api_key_id: str
-
-
-async def current_states(
-    conn: asyncpg.Connection, checks: Sequence[CheckRow], needed: Sequence[tuple[str, ...]]
-) -> tuple[list[tuple[UUID | None, dict[str, ConsentState]]], set[int]]:
-    """Each check's subject (None: unknown to the ledger) and its current consent for the purposes needed;
-    and the checks whose identifiers name two different subjects (the ledger never merges subjects, so
-    such a check has no answer: deciding by one of them could sidestep the other's refusal)."""
+async def read_states(
+    conn: asyncpg.Connection, checks: Sequence[Check], needed: Sequence[tuple[str, ...]]
+) -> None:
+    """Each check's subject and its current consent for the purposes `needed` (by check); a check whose
+    identifiers name two different subjects is marked in conflict (the ledger never merges subjects, so it
+    has no answer: deciding by one of them could sidestep the other's refusal)."""
     purpose_list = sorted({p for purposes in needed for p in purposes})
     purpose_number = {p: n for n, p in enumerate(purpose_list)}
-    by_hash: tuple[list, list, bytearray] = ([], [], bytearray())  # check index, key, purpose number
-    by_id: tuple[list, list, bytearray] = ([], [], bytearray())
+    # per key: check index, key bytes, purpose number, GPC flag
+    by_hash: tuple[list, list, bytearray, bytearray] = ([], [], bytearray(), bytearray())
+    by_id: tuple[list, list, bytearray, bytearray] = ([], [], bytearray(), bytearray())
     for i, check in enumerate(checks):
+        row = check.row
+        gpc = 1 if row.context.gpc else 0
         for purpose in needed[i]:
-            if check.subject_id is not None:
+            number = purpose_number[purpose]
+            if row.subject_id is not None:
                 (
                     by_id[0].append(i),
-                    by_id[1].append(check.subject_id.bytes),
-                    by_id[2].append(purpose_number[purpose]),
+                    by_id[1].append(row.subject_id.bytes),
+                    by_id[2].append(number),
+                    by_id[3].append(gpc),
                 )
-            for h in check.hashes:
-                by_hash[0].append(i), by_hash[1].append(h), by_hash[2].append(purpose_number[purpose])
-    out: list[tuple[UUID | None, dict[str, ConsentState]]] = [(None, {}) for _ in checks]
-    conflicting: set[int] = set()
-    for query, (index, keys, numbers) in ((SELECT_STATES_BY_ID, by_id), (SELECT_STATES_BY_HASH, by_hash)):
+            for h in row.hashes:
+                by_hash[0].append(i), by_hash[1].append(h), by_hash[2].append(number), by_hash[3].append(gpc)
+    seen: list[bool] = [False] * len(checks)
+    for query, (index, keys, numbers, flags) in (
+        (SELECT_STATES_BY_ID, by_id),
+        (SELECT_STATES_BY_HASH, by_hash),
+    ):
         if not index:
             continue
-        for n, subject_id, *state in await conn.fetch(query, b"".join(keys), bytes(numbers), purpose_list):
+        rows = await conn.fetch(query, b"".join(keys), bytes(numbers), purpose_list, bytes(flags))
+        for n, subject_id, *state in rows:
             i = index[n - 1]
-            held, states = out[i]
-            if held is None:
-                out[i] = (subject_id, states)
-            elif held != subject_id:
-                conflicting.add(i)
+            check = checks[i]
+            if not seen[i]:
+                seen[i], check.subject_id = True, subject_id
+            elif check.subject_id != subject_id:
+                check.conflict = True
                 continue
             if state[0] is not None:
-                states[purpose_list[numbers[n - 1]]] = ConsentState(*state)
-    return out, conflicting
+                check.states[purpose_list[numbers[n - 1]]] = ConsentState(*state)
 
 
-def decision_entries(
-    decided_at: datetime,
-    policy_version: str,
-    checks: Sequence[CheckRow],
-    subject_ids: Sequence[UUID | None],
-    decisions: Sequence[Decision],
-) -> list[tuple]:
-    """The decisions as audit entries (audit_store.append): pseudonymous, the subject id or for an unknown
+def decision_entries(decided_at: datetime, policy_version: str, checks: Sequence[Check]) -> list[tuple]:
+    """The decided checks as audit entries (audit_store.append): pseudonymous, the subject id or for an unknown
     subject its first identifier's look-up hash."""
     encode = msgspec.json.encode
-    return [
-        (
-            d.decision_id,
-            decided_at,
-            "decision.made",
-            c.api_key_id,
-            subject_id,
-            "allowed" if d.allowed else "denied",
-            encode(
-                DecisionPayload(
-                    c.context.age,
-                    c.context.existing_customer,
-                    c.context.gpc,
-                    c.hashes[0] if subject_id is None and c.hashes else None,
-                    policy_version,
-                    c.purpose,
-                    d.reason,
-                    d.consent_record_id,
-                    d.policy.regime,
-                    d.policy.regime_version,
-                    c.region,
-                    c.context.sensitive,
-                )
-            ),
+    entries = []
+    for check in checks:
+        c, d, subject_id = check.row, check.decision, check.subject_id
+        if d is None:
+            continue
+        entries.append(
+            (
+                d.decision_id,
+                decided_at,
+                "decision.made",
+                c.api_key_id,
+                subject_id,
+                "allowed" if d.allowed else "denied",
+                encode(
+                    DecisionPayload(
+                        c.context.age,
+                        c.context.existing_customer,
+                        c.context.gpc,
+                        c.hashes[0] if subject_id is None and c.hashes else None,
+                        policy_version,
+                        c.purpose,
+                        d.reason,
+                        d.consent_record_id,
+                        d.policy.regime,
+                        d.policy.regime_version,
+                        c.region,
+                        c.context.sensitive,
+                    )
+                ),
+            )
         )
-        for c, subject_id, d in zip(checks, subject_ids, decisions, strict=True)
-    ]
+    return entries
 
 
 async def a_hash_per_subject(conn: asyncpg.Connection, subject_ids: list[UUID]) -> dict[UUID, bytes]:
@@ -216,13 +233,16 @@ async def states_at(
     conn: asyncpg.Connection, subject_id: UUID, purposes: Sequence[str], at: datetime, as_known: bool
 ) -> dict[str, ConsentState]:
     rows = await conn.fetch(SELECT_STATES_AT, subject_id, list(purposes), at, as_known)
-    return {row[0]: ConsentState(row[1], row[2], row[3], row[4], row[5]) for row in rows}
+    return {row[0]: ConsentState(*row[1:]) for row in rows}
 
 
-async def fetch_decision(
-    conn: asyncpg.Connection, decision_id: UUID, decided_at: datetime
-) -> RecordedDecision | None:
-    row = await conn.fetchrow(SELECT_DECISION, decision_id, decided_at)
+async def recorded(conn: asyncpg.Connection, decision_id: UUID) -> RecordedDecision | None:
+    """A recorded decision, found in its month's partition by the time its id is stamped with."""
+    # Decision ids are UUIDv7 stamped with decided_at: anything else (or a stamp past datetime's range) names
+    # no decision.
+    if decision_id.version != 7 or ids.uuid7_ms(decision_id) >= MAX_UNIX_MS:
+        return None
+    row = await conn.fetchrow(SELECT_DECISION, decision_id, audit_store.ms_time(ids.uuid7_ms(decision_id)))
     if row is None:
         return None
     p = msgspec.json.decode(row["payload"], type=DecisionPayload)

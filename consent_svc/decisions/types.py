@@ -9,7 +9,7 @@ from uuid import UUID
 import msgspec
 
 from consent_svc.consents.types import AwareDatetime, Identifiers, RegionCode
-from consent_svc.decisions.engine import Context, Reason
+from consent_svc.decisions.engine import ConsentState, Context, Reason
 
 MAX_BATCH_ITEMS = 10_000
 PurposeName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -118,3 +118,27 @@ class RecordedDecision(msgspec.Struct, frozen=True):
     policy: PolicyRef
     consent_record: RecordBasis | None
     api_key_id: str
+
+
+class CheckRow(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    """A validated check, ready for the database: identifiers already reduced to look-up hashes."""
+
+    hashes: list[bytes]
+    subject_id: UUID | None
+    purpose: str
+    region: str
+    context: Context
+    api_key_id: str
+
+
+class Check(msgspec.Struct, gc=False):
+    """One check on its round trip: what was asked, what the ledger holds, what was decided."""
+
+    row: CheckRow
+    subject_id: UUID | None = None
+    """The subject the ledger knows by the check's identifiers or id; None: unknown to the ledger."""
+    states: dict[str, ConsentState] = {}
+    """Its current consent for the purposes the check needs."""
+    conflict: bool = False
+    """Its identifiers name two different subjects: it has no answer."""
+    decision: Decision | None = None

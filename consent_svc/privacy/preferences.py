@@ -10,9 +10,8 @@ from typing import NamedTuple
 import asyncpg
 import msgspec
 
-from consent_svc import crypto, ids
+from consent_svc import crypto, outbox
 from consent_svc.requests.verification import new_code
-from consent_svc.webhooks import events
 
 LIFETIME = timedelta(minutes=30)
 MAX_ATTEMPTS = 5
@@ -79,10 +78,7 @@ async def start(
         "expires_at": expires_at.isoformat(),
         "identifiers": [{"type": kind, "value": value}],
     }
-    event = events.sealed_row(
-        keys, ids.uuid7s(1)[0], "request.verification_requested", None, msgspec.json.encode(body), None
-    )
-    await events.append(conn, [event])
+    await outbox.append(conn, [outbox.sealed_event(keys, "request.verification_requested", body)])
     return token
 
 

@@ -29,7 +29,6 @@ from consent_svc.consents.types import (
     Source,
     SubjectIdentifiers,
 )
-from consent_svc.console.pages import Form, brand, swapped
 from consent_svc.errors import ProblemError
 from consent_svc.policies.load import canonical_region
 from consent_svc.policies.types import Policies
@@ -38,6 +37,7 @@ from consent_svc.requests import public, verification
 from consent_svc.requests.desk import Desk
 from consent_svc.requests.types import PublicRequestIn, RequestSubject
 from consent_svc.settings import Settings
+from consent_svc.web.pages import Form, brand, swapped
 
 CHOICES = (
     ("access", "See what you hold about me"),

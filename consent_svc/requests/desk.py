@@ -14,7 +14,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
-from consent_svc import crypto, ids
+from consent_svc import crypto, ids, outbox
 from consent_svc.audit import store as audit_store
 from consent_svc.consents import store as consent_store
 from consent_svc.consents.ledger import RecordRules, hash_identifiers, prepare_batch
@@ -26,10 +26,8 @@ from consent_svc.policies.types import DsarRules, Policies
 from consent_svc.requests import deadlines
 from consent_svc.requests import store as request_store
 from consent_svc.requests import systems as system_store
-from consent_svc.requests.types import PublicRequestIn, RequestIn
-from consent_svc.requests.types import Request as RequestView
+from consent_svc.requests.types import PublicRequestIn, RequestIn, SubjectRequest
 from consent_svc.settings import Settings
-from consent_svc.webhooks import events
 
 OPEN = ("received", "verifying", "verified", "in_progress")
 CLOSED = ("completed", "rejected")
@@ -261,12 +259,10 @@ class Desk:
         for subject_id in erased:
             body = {"request_id": str(row.request.id), "subject_id": str(subject_id)}
             entries.append(audit_store.entry("subject.erased", "system", body, subject_id=subject_id))
-            rows.append(
-                events.row(ids.uuid7s(1)[0], "subject.erased", None, subject_id, msgspec.json.encode(body))
-            )
+            rows.append(outbox.event("subject.erased", body, subject_id=subject_id))
         if entries:
             await audit_store.append(conn, entries)
-            await events.append(conn, rows)
+            await outbox.append(conn, rows)
 
     async def extend(
         self, conn: asyncpg.Connection, request_id: UUID, actor: str, reason: str, now: datetime
@@ -326,19 +322,19 @@ class Desk:
         lead = today + timedelta(days=self.settings.request_due_soon_days)
         rows = [("request.overdue", r) for r in await request_store.newly_overdue(conn, today)]
         rows += [("request.due_soon", r) for r in await request_store.due_soon(conn, lead, today)]
-        outbox, entries = [], []
+        announced, entries = [], []
         for event_type, r in rows:
             body = RequestEvent(r["request_id"], r["type"], r["status"], r["region"], r["due_at"])
-            outbox.append(events.row(ids.uuid7s(1)[0], event_type, None, None, msgspec.json.encode(body)))
+            announced.append(outbox.event(event_type, body))
             entries.append(audit_store.entry(event_type, "system", body))
         if rows:
-            await events.append(conn, outbox)
+            await outbox.append(conn, announced)
             await audit_store.append(conn, entries)
         return len(rows)
 
     # -- helpers --------------------------------------------------------------------------------------------
 
-    def _plan(self, request: RequestView, identity: date | None) -> tuple[deadlines.Schedule, DsarRules]:
+    def _plan(self, request: SubjectRequest, identity: date | None) -> tuple[deadlines.Schedule, DsarRules]:
         received = _today(request.received_at)
         _, rules = self.policies.dsar_on(request.region, received)
         return deadlines.schedule(rules, request.type, request.region, received, identity), rules
@@ -378,15 +374,13 @@ class Desk:
             identifiers=[{"type": k, "value": v} for k, v in request_store.open_identifiers(self.keys, row)],
             confirm_url=f"/v1/requests/{request_id}/systems/{{system_id}}/confirm",
         )
-        event = events.sealed_row(
+        event = outbox.sealed_event(
             self.keys,
-            ids.uuid7s(1)[0],
             f"request.{row.request.type}_requested",
-            None,
-            msgspec.json.encode(body),
-            [t.subscription_id for t in targets],
+            body,
+            audience=[t.subscription_id for t in targets],
         )
-        await events.append(conn, [event])
+        await outbox.append(conn, [event])
         names = ", ".join(t.name for t in targets)
         await self._record(
             conn, request_id, "systems_notified", row.request.status, row.request.status, "system", names, now
@@ -441,9 +435,7 @@ class Desk:
             body = RequestEvent(
                 request_id, request.type, to_status, request.region, request.due_at, request.subject_id
             )
-            await events.append(
-                conn, [events.row(ids.uuid7s(1)[0], event_type, None, None, msgspec.json.encode(body))]
-            )
+            await outbox.append(conn, [outbox.event(event_type, body)])
 
 
 # Transitions announced to subscribers (webhooks/types.py EVENT_TYPES).

@@ -16,7 +16,7 @@ from consent_svc.audit.store import AuditFilter
 from consent_svc.consents import store as consent_store
 from consent_svc.consents.types import ConsentRecordOut, PurposeState
 from consent_svc.requests import store as request_store
-from consent_svc.requests.types import ExportedIdentifier, Receipt, Request, SignedReceipt
+from consent_svc.requests.types import ExportedIdentifier, Receipt, SignedReceipt, SubjectRequest
 from consent_svc.webhooks import subscriptions
 
 PAGE = 1000
@@ -46,7 +46,7 @@ class SubjectExport(msgspec.Struct, frozen=True):
     """The identifiers the request gave."""
     subjects: list[ExportedSubject]
     """The ledger's subjects those identifiers name (none if the service holds nothing about them)."""
-    requests: list[Request]
+    requests: list[SubjectRequest]
     """Every data-subject request about these identifiers."""
 
 

@@ -17,7 +17,7 @@ from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
-from consent_svc import crypto, ids
+from consent_svc import crypto, outbox
 from consent_svc.audit import store as audit_store
 from consent_svc.bodies import json_body
 from consent_svc.consents.ledger import hash_identifiers
@@ -37,7 +37,6 @@ from consent_svc.requests.documents import SubjectExport
 from consent_svc.requests.types import CodeIn, PublicRequestAccepted, PublicRequestIn, PublicRequestStatus
 from consent_svc.requests.verification import CodeCheck
 from consent_svc.settings import Settings
-from consent_svc.webhooks import events
 
 MAX_PUBLIC_BODY = 16 * 1024
 RETRY_AFTER = "3600"
@@ -274,12 +273,4 @@ async def _send_code(
         expires_at=expires_at,
         identifiers=[{"type": k, "value": v} for k, v in request_store.open_identifiers(keys, row)],
     )
-    event_id = ids.uuid7s(1)[0]
-    await events.append(
-        conn,
-        [
-            events.sealed_row(
-                keys, event_id, "request.verification_requested", None, msgspec.json.encode(body), None
-            )
-        ],
-    )
+    await outbox.append(conn, [outbox.sealed_event(keys, "request.verification_requested", body)])

@@ -7,12 +7,11 @@ from typing import Annotated
 from uuid import UUID
 
 import asyncpg
-import msgspec
 from litestar import Controller, HttpMethod, Request, Response, get, post, route
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from consent_svc import crypto, ids
+from consent_svc import crypto, outbox
 from consent_svc.audit import store as audit_store
 from consent_svc.bodies import json_body
 from consent_svc.errors import Conflict, Forbidden, Gone, NotFound, ProblemError, problem_responses
@@ -28,16 +27,14 @@ from consent_svc.requests.types import (
     RequestPage,
     SignedReceipt,
     Status,
+    SubjectRequest,
     System,
     SystemCreated,
     SystemIn,
     VerifyIn,
 )
-from consent_svc.requests.types import (
-    Request as RequestView,
-)
 from consent_svc.settings import Settings
-from consent_svc.webhooks import events, ssrf
+from consent_svc.webhooks import ssrf
 from consent_svc.webhooks.delivery import Outbound
 
 RequestPath = FromPath[UUID]
@@ -64,7 +61,7 @@ async def _exportable(conn: asyncpg.Connection, request_id: UUID) -> request_sto
     return row
 
 
-async def _view(pool: asyncpg.Pool, keys: crypto.Keys, request_id: UUID) -> RequestView:
+async def _view(pool: asyncpg.Pool, keys: crypto.Keys, request_id: UUID) -> SubjectRequest:
     async with pool.acquire() as conn:
         found = await request_store.detailed(conn, keys, request_id, _now().date())
     if found is None:
@@ -96,7 +93,7 @@ class RequestController(Controller):
         data: JSONBody[RequestIn],
         pool: NamedDependency[asyncpg.Pool],
         desk: NamedDependency[Desk],
-    ) -> Response[RequestView]:
+    ) -> Response[SubjectRequest]:
         async with pool.acquire() as conn, conn.transaction():
             request_id, created = await desk.intake(
                 conn, data, request.state.api_key_id, data.channel, _now()
@@ -141,7 +138,7 @@ class RequestController(Controller):
     )
     async def get_request(
         self, request_id: RequestPath, pool: NamedDependency[asyncpg.Pool], keys: NamedDependency[crypto.Keys]
-    ) -> RequestView:
+    ) -> SubjectRequest:
         return await _view(pool, keys, request_id)
 
     @post(
@@ -159,7 +156,7 @@ class RequestController(Controller):
         data: JSONBody[VerifyIn],
         pool: NamedDependency[asyncpg.Pool],
         desk: NamedDependency[Desk],
-    ) -> RequestView:
+    ) -> SubjectRequest:
         async with pool.acquire() as conn, conn.transaction():
             await desk.verify(
                 conn, request_id, request.state.api_key_id, data.reason, data.verified_at, _now()
@@ -181,7 +178,7 @@ class RequestController(Controller):
         data: JSONBody[ReasonIn],
         pool: NamedDependency[asyncpg.Pool],
         desk: NamedDependency[Desk],
-    ) -> RequestView:
+    ) -> SubjectRequest:
         async with pool.acquire() as conn, conn.transaction():
             await desk.extend(conn, request_id, request.state.api_key_id, data.reason, _now())
         return await _view(pool, desk.keys, request_id)
@@ -201,7 +198,7 @@ class RequestController(Controller):
         data: JSONBody[ReasonIn],
         pool: NamedDependency[asyncpg.Pool],
         desk: NamedDependency[Desk],
-    ) -> RequestView:
+    ) -> SubjectRequest:
         async with pool.acquire() as conn, conn.transaction():
             await desk.reject(conn, request_id, request.state.api_key_id, data.reason, _now())
         return await _view(pool, desk.keys, request_id)
@@ -221,7 +218,7 @@ class RequestController(Controller):
         data: JSONBody[CompleteIn],
         pool: NamedDependency[asyncpg.Pool],
         desk: NamedDependency[Desk],
-    ) -> RequestView:
+    ) -> SubjectRequest:
         async with pool.acquire() as conn, conn.transaction():
             await desk.complete(conn, request_id, request.state.api_key_id, data.reason, _now())
         return await _view(pool, desk.keys, request_id)
@@ -277,10 +274,7 @@ class RequestController(Controller):
                     {"type": k, "value": v} for k, v in request_store.open_identifiers(keys, row)
                 ],
             }
-            event = events.sealed_row(
-                keys, ids.uuid7s(1)[0], "request.export_ready", None, msgspec.json.encode(body), None
-            )
-            await events.append(conn, [event])
+            await outbox.append(conn, [outbox.sealed_event(keys, "request.export_ready", body)])
         return link
 
     @get(
@@ -323,7 +317,7 @@ class RequestController(Controller):
         system_id: FromPath[UUID],
         pool: NamedDependency[asyncpg.Pool],
         desk: NamedDependency[Desk],
-    ) -> RequestView:
+    ) -> SubjectRequest:
         async with pool.acquire() as conn, conn.transaction():
             if await systems.by_key(conn, request.state.api_key_id) != system_id:
                 raise Forbidden("Only the system itself confirms, with its own key.", title="Not this system")

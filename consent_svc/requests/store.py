@@ -9,7 +9,7 @@ import asyncpg
 import msgspec
 
 from consent_svc import crypto
-from consent_svc.requests.types import HistoryEntry, Request, SystemProgress
+from consent_svc.requests.types import HistoryEntry, SubjectRequest, SystemProgress
 
 INSERT_REQUEST = """
 INSERT INTO requests (
@@ -110,7 +110,7 @@ def details_aad(request_id: UUID) -> bytes:
 class Row(msgspec.Struct, frozen=True):
     """A request as stored, with what never leaves the service (hashes, sealed identifiers)."""
 
-    request: Request
+    request: SubjectRequest
     lookup_hashes: list[bytes]
     clock_start: date
     wrapped_key: bytes | None
@@ -120,7 +120,7 @@ class Row(msgspec.Struct, frozen=True):
 
 def _row(row: asyncpg.Record, today: date) -> Row:
     closed = row["status"] in ("completed", "rejected")
-    request = Request(
+    request = SubjectRequest(
         id=row["request_id"],
         type=row["type"],
         status=row["status"],
@@ -159,7 +159,7 @@ async def get(conn: asyncpg.Connection, request_id: UUID, today: date, lock: boo
 
 async def detailed(
     conn: asyncpg.Connection, keys: crypto.Keys, request_id: UUID, today: date
-) -> Request | None:
+) -> SubjectRequest | None:
     """A request with what the person asked (`details`, while not erased), its history and systems."""
     found = await get(conn, request_id, today)
     if found is None:
@@ -192,7 +192,7 @@ async def recent_same(
 
 async def related(
     conn: asyncpg.Connection, hashes: list[bytes], subjects: list[UUID], today: date
-) -> list[Request]:
+) -> list[SubjectRequest]:
     return [_row(row, today).request for row in await conn.fetch(SELECT_RELATED, hashes, subjects)]
 
 
@@ -253,7 +253,7 @@ async def page(
     after: tuple[date, UUID] | None,
     limit: int,
     open_only: bool = False,
-) -> list[Request]:
+) -> list[SubjectRequest]:
     where, args = [], [limit]
 
     def add(name: str, *values) -> None:

@@ -79,7 +79,7 @@ class SystemProgress(msgspec.Struct, frozen=True):
     confirmed_at: datetime | None
 
 
-class Request(msgspec.Struct, frozen=True):
+class SubjectRequest(msgspec.Struct, frozen=True):
     id: UUID
     type: RequestType
     status: Status
@@ -104,7 +104,7 @@ class Request(msgspec.Struct, frozen=True):
 
 
 class RequestPage(msgspec.Struct, frozen=True):
-    requests: list[Request]
+    requests: list[SubjectRequest]
     next_cursor: str | None
 
 

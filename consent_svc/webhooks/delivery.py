@@ -35,11 +35,10 @@ import aiohttp
 import asyncpg
 import msgspec
 
-from consent_svc import crypto, tasks
+from consent_svc import crypto, outbox, signing, tasks
 from consent_svc.audit import store as audit_store
 from consent_svc.settings import Settings
-from consent_svc.webhooks import events, signing, ssrf
-from consent_svc.webhooks import subscriptions as store
+from consent_svc.webhooks import ssrf, subscriptions
 from consent_svc.webhooks.subscriptions import Target
 
 log = logging.getLogger("consent_svc.webhooks")
@@ -103,6 +102,16 @@ WHERE subscription_id = $1 AND seq = $2 AND status = 'pending'
 """
 
 
+class EventBody(msgspec.Struct, frozen=True):
+    """A delivered body: Standard Webhooks' `{"type", "timestamp", "data"}` plus `sequence`, the event's place in
+    commit order; the `webhook-id` header is the event's id, the same on every retry and replay."""
+
+    type: str
+    timestamp: datetime
+    sequence: int
+    data: msgspec.Raw
+
+
 class Attempt(NamedTuple):
     status: int | None  # the receiver's HTTP status, if it answered
     error: str | None  # None: delivered
@@ -143,7 +152,7 @@ async def dispatch(conn: asyncpg.Connection) -> set[UUID]:
         rows = await conn.fetch(SELECT_EVENTS, txid, event_id, horizon, DISPATCH_CHUNK)
         if not rows:
             return set()
-        interests = await store.interests(conn)
+        interests = await subscriptions.interests(conn)
         deliveries = []
         for row in rows:
             seq += 1
@@ -253,7 +262,7 @@ class Outbound:
                     if not self.dedicated and await _dedicated_present(conn):
                         return  # hand over to the delivery process
                     self._changed.clear()
-                    self.targets = await store.targets(conn, self.keys)
+                    self.targets = await subscriptions.targets(conn, self.keys)
                     refreshed = time.monotonic()
                     self._start_senders()
                 for subscription_id in await dispatch(conn):
@@ -329,8 +338,8 @@ class Outbound:
         delivered.clear()
 
     async def _attempt(self, target: Target, row: asyncpg.Record) -> Attempt:
-        data = events.opened(self.keys, row["event_id"], row["data"], row["sealed"])
-        body = events.body(row["type"], row["created_at"], row["seq"], data)
+        data = outbox.opened(self.keys, row["event_id"], row["data"], row["sealed"])
+        body = msgspec.json.encode(EventBody(row["type"], row["created_at"], row["seq"], msgspec.Raw(data)))
         msg_id = str(row["event_id"])
         stamp = int(time.time())
         headers = {

@@ -10,8 +10,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
-from consent_svc import crypto, ids
-from consent_svc.webhooks import signing
+from consent_svc import crypto, ids, signing
 from consent_svc.webhooks.types import (
     Deliveries,
     Delivery,
@@ -21,6 +20,18 @@ from consent_svc.webhooks.types import (
     SubscriptionUpdate,
 )
 
+# Past the retention period an event goes with its finished deliveries (replay reaches back that far), unless
+# something still waits for it: a pending delivery, or the dispatcher, not there yet.
+DELETE_OLD_DELIVERIES = """
+DELETE FROM webhook_deliveries
+WHERE status <> 'pending' AND coalesce(delivered_at, last_attempt_at) < now() - make_interval(days => $1)
+"""
+DELETE_OLD_EVENTS = """
+DELETE FROM outbox o
+WHERE o.created_at < now() - make_interval(days => $1)
+  AND (o.txid, o.event_id) <= (SELECT txid, event_id FROM outbox_cursor)
+  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE (d.txid, d.event_id) = (o.txid, o.event_id))
+"""
 INSERT_SUBSCRIPTION = "INSERT INTO webhook_subscriptions (id, url, events, purposes) VALUES ($1, $2, $3, $4)"
 INSERT_SECRET = """
 INSERT INTO webhook_subscription_secrets (subscription_id, secret_id, wrapped) VALUES ($1, $2, $3)
@@ -270,3 +281,9 @@ async def replay_range(
 ) -> int:
     status = await conn.execute(REPLAY_RANGE, subscription_id, since, until)
     return int(status.split()[-1])
+
+
+async def delete_expired(conn: asyncpg.Connection, retention_days: int) -> None:
+    """Sent or dead deliveries past the retention period, then the events nothing waits for any more."""
+    await conn.execute(DELETE_OLD_DELIVERIES, retention_days)
+    await conn.execute(DELETE_OLD_EVENTS, retention_days)

@@ -19,7 +19,8 @@ from consent_svc.audit.integrator import MAX_DELAY_SECONDS
 from consent_svc.audit.types import Checkpoint
 from consent_svc.audit.verify import verify, verify_export
 from tests.consents.helpers import record
-from tests.decisions.test_decisions_api import check, decide, iso, write
+from tests.decisions.helpers import check, decide, gpc_records, iso, write
+from tests.helpers import cli
 
 EMAIL = "ann@example.com"
 
@@ -530,8 +531,6 @@ async def test_verify_streams_with_progress(logged, conn, trusted, monkeypatch):
 
 
 async def test_cli_verify_exits_non_zero_naming_the_seq(logged, db_url, tmp_path, settings):
-    from tests.test_cli import cli
-
     ok = cli(db_url, tmp_path, "audit", "verify")
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith(f"ok: {logged} entries verified"), ok.stdout
@@ -544,8 +543,6 @@ async def test_cli_verify_exits_non_zero_naming_the_seq(logged, db_url, tmp_path
 
 async def test_key_changes_by_cli_are_logged(db_url, tmp_path, client, legal):
     import json as _json
-
-    from tests.test_cli import cli
 
     created = _json.loads(
         cli(db_url, tmp_path, "keys", "create", "--name", "crm", "--scope", "consents:read").stdout
@@ -562,8 +559,6 @@ async def test_key_changes_by_cli_are_logged(db_url, tmp_path, client, legal):
 
 
 async def test_the_services_own_gpc_opt_outs_are_logged_as_system(client, admin, legal):
-    from tests.decisions.test_decisions_api import gpc_records
-
     (receipt,) = await write(client, admin, record(purpose="email_marketing", region="US-CA", at=iso(-60)))
     answer = await decide(client, admin, check(purpose="sale", region="US-CA", gpc=True))
     assert answer["reason"] == "gpc_opt_out"
@@ -595,8 +590,6 @@ async def test_erasing_a_subject_leaves_the_log_verifying(client, admin, legal, 
 
 
 async def test_cli_verify_against_a_kept_checkpoint_and_without_a_key(logged, db_url, tmp_path, conn):
-    from tests.test_cli import cli
-
     latest = await conn.fetchrow("SELECT * FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1")
     kept = tmp_path / "kept.json"
     kept.write_text(

@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from tests.process.service import CLI, running
-from tests.webhooks.receiver import Receiver
+from tests.receiver import Receiver
 
 pytestmark = pytest.mark.process
 

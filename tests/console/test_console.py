@@ -10,10 +10,9 @@ from uuid import uuid4
 import msgspec
 import pytest
 
-from consent_svc import crypto
+from consent_svc import crypto, outbox
 from consent_svc.console import users
-from consent_svc.webhooks import events
-from tests.requests.test_public import code_for
+from tests.requests.helpers import code_for
 
 PASSWORD = "correct horse battery staple"
 EMAIL = "lee@legal.example"
@@ -264,7 +263,7 @@ async def test_the_policies_page_shows_the_version_in_force_and_each_model(clien
 async def preference_code(conn, settings) -> str:
     keys = crypto.load_keys(settings)
     rows = await conn.fetch("SELECT event_id, data FROM outbox WHERE type = 'request.verification_requested'")
-    bodies = [msgspec.json.decode(events.opened(keys, r["event_id"], r["data"], True)) for r in rows]
+    bodies = [msgspec.json.decode(outbox.opened(keys, r["event_id"], r["data"], True)) for r in rows]
     return [b for b in bodies if b["type"] == "preferences"][-1]["code"]
 
 

@@ -3,39 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
 from consent_svc.policies.load import build_policies
-from tests.consents.helpers import batch, record
-
-
-def iso(delta_seconds: float = 0) -> str:
-    return (datetime.now(UTC) + timedelta(seconds=delta_seconds)).isoformat().replace("+00:00", "Z")
-
-
-def check(email="ann@example.com", purpose="personalization", region="DE", **context):
-    body = {
-        "subject": {"identifiers": [{"type": "email", "value": email}]},
-        "purpose": purpose,
-        "region": region,
-    }
-    if context:
-        body["context"] = context
-    return body
-
-
-async def write(client, headers, *records):
-    response = await client.post("/v1/consents", json=batch(*records), headers=headers)
-    assert response.status_code == 201, response.text
-    return response.json()["records"]
-
-
-async def decide(client, headers, body):
-    response = await client.post("/v1/decisions", json=body, headers=headers)
-    assert response.status_code == 200, response.text
-    return response.json()
+from tests.consents.helpers import record
+from tests.decisions.helpers import check, decide, gpc_records, iso, write
 
 
 async def test_unknown_subject_under_gdpr_is_denied_opt_in_required(client, admin):
@@ -375,17 +349,6 @@ async def test_workers_making_partitions_at_once_do_not_collide(db_url, conn):
     assert made == 7  # this month and six ahead
 
 
-async def gpc_records(client, headers, subject_id, want, timeout=5.0):
-    """The subject's GPC-sourced records, once there are `want` of them (they are written after the answer)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        history = (await client.get(f"/v1/subjects/{subject_id}/consents", headers=headers)).json()["records"]
-        found = [r for r in history if r["source"]["method"] == "gpc_signal"]
-        if len(found) >= want or asyncio.get_running_loop().time() > deadline:
-            return found
-        await asyncio.sleep(0.05)
-
-
 async def test_gpc_opts_the_known_california_consumer_out_for_later_requests_too(client, admin):
     """CCPA regs 7025(c)(1) and (c)(5): the signal opts out the known consumer; its later absence is no opt-in."""
     (receipt,) = await write(client, admin, record(purpose="email_marketing", region="US-CA", at=iso(-60)))
@@ -460,6 +423,44 @@ async def test_a_grant_given_after_a_gpc_refusal_is_not_overwritten_by_the_next_
     assert len(await gpc_records(client, admin, receipt["subject_id"], want=4, timeout=0.5)) == 3
     later = await decide(client, admin, check(purpose="sale", region="US-CA"))
     assert later["reason"] == "consent_granted"
+
+
+async def test_a_replay_at_a_live_checks_instant_answers_as_it_did_after_a_gpc_refusal_and_a_new_grant(
+    client, admin
+):
+    """One pure engine decides live checks and replays: a grant given after the signal was recorded as the
+    consumer's refusal (CCPA regs 7025(c)(3)) stands in both, from the same state."""
+    (receipt,) = await write(client, admin, record(purpose="sale", region="US-CA", at=iso(-60)))
+    signalled = await decide(client, admin, check(purpose="sale", region="US-CA", gpc=True))
+    assert signalled["reason"] == "gpc_opt_out"
+    assert len(await gpc_records(client, admin, receipt["subject_id"], want=3)) == 3
+    await asyncio.sleep(0.01)  # the new grant is collected after the recorded refusal, and before the check
+    (regrant,) = await write(client, admin, record(purpose="sale", region="US-CA", at=iso()))
+    live = await decide(client, admin, check(purpose="sale", region="US-CA", gpc=True))
+    replayed = await client.post(
+        "/v1/decisions/replay",
+        json={**check(purpose="sale", region="US-CA", gpc=True), "at": live["evaluated_at"]},
+        headers=admin,
+    )
+    assert replayed.status_code == 200, replayed.text
+    replay = replayed.json()
+    assert (live["allowed"], live["reason"], live["consent_record_id"]) == (
+        True,
+        "consent_granted",
+        regrant["id"],
+    )
+    assert (replay["allowed"], replay["reason"], replay["consent_record_id"]) == (
+        live["allowed"],
+        live["reason"],
+        live["consent_record_id"],
+    )
+    # Before the new grant, the replay sees the recorded refusal, as the live check after the signal did.
+    before = await client.post(
+        "/v1/decisions/replay",
+        json={**check(purpose="sale", region="US-CA", gpc=True), "at": signalled["evaluated_at"]},
+        headers=admin,
+    )
+    assert before.json()["allowed"] is False
 
 
 async def test_identifiers_of_two_subjects_are_a_409_not_a_guess(client, admin, conn):

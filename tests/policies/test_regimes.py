@@ -8,7 +8,8 @@ case is one line, `region purpose day [what the caller knows] [records] -> allow
 - day: `today` (2026-11-23) or an ISO date; the check is made at noon UTC that day.
 - context: `age=N`, `gpc`, `sensitive` (the use involves sensitive data), `customer` (an existing customer).
 - the purpose's record: `granted`, `denied`, `withdrawn`, `parent` (granted by a parent), `expired` (its
-  expires_at passed yesterday), `old:N` (granted N days ago); none when absent.
+  expires_at passed yesterday), `old:N` (granted N days ago), `regranted` (granted after a GPC signal had
+  been recorded as the person's refusal); none when absent.
 - `sens=<record>`: the person's `sensitive_data` record, same vocabulary.
 """
 
@@ -38,7 +39,7 @@ PURPOSES = (
     "sensitive_data",
     "profiling",
 )
-RECORDS = ("granted", "denied", "withdrawn", "parent", "expired")
+RECORDS = ("granted", "denied", "withdrawn", "parent", "expired", "regranted")
 FLAGS = {"gpc": "gpc", "sensitive": "sensitive", "customer": "existing_customer"}
 
 
@@ -50,6 +51,8 @@ def record(spec: str, at: datetime) -> ConsentState:
         status, expires = "granted", at - timedelta(days=1)
     elif spec.startswith("old:"):
         status, collected = "granted", at - timedelta(days=int(spec[4:]))
+    elif spec == "regranted":
+        return ConsentState(uuid.uuid4(), "granted", collected, None, actor, regranted_after_gpc=True)
     return ConsentState(uuid.uuid4(), status, collected, expires, actor)
 
 
@@ -323,6 +326,11 @@ GPC_CASES = [case(line) for line in _gpc_cases()] + table("""
     US-CA share 2023-03-28 gpc -> allow opt_out_default_allow us_ca
     US-CA share 2023-03-29 gpc -> deny gpc_opt_out us_ca
     US-CA sale today gpc granted -> deny gpc_opt_out us_ca
+    # ... but a grant asked for after the signal was recorded as the consumer's refusal stands (7025(c)(3)),
+    # and only a parent's counts for a known child (1798.120(c)).
+    US-CA sale today gpc regranted -> allow consent_granted us_ca
+    US-CA sale today gpc regranted age=12 -> deny parental_consent_required us_ca
+    US-CA sale today regranted -> allow consent_granted us_ca
     US-CA analytics today gpc -> allow opt_out_default_allow us_ca
     # No non-US regime makes GPC binding: opt-in purposes still need a grant, opt-out ones stay allowed.
     GB targeted_advertising today gpc -> deny no_consent_opt_in_required uk_gdpr

@@ -14,11 +14,10 @@ import urllib.request
 import asyncpg
 import pytest
 
+from tests.cmp.helpers import signed
 from tests.consents.helpers import batch, record
 from tests.process.service import Service
-from tests.process.test_outbound_crash import local_service  # noqa: F401 (a fixture)
-from tests.webhooks.receiver import Receiver
-from tests.webhooks.test_inbound_api import signed
+from tests.receiver import Receiver
 
 pytestmark = pytest.mark.process
 
@@ -35,7 +34,7 @@ def post_signed(svc: Service, source: str, secret: str, event: dict) -> tuple[in
         return error.code, json.loads(error.read() or b"null")
 
 
-async def test_everything_acknowledged_under_mixed_load_survives_repeated_kill9(local_service, db_url):  # noqa: F811
+async def test_everything_acknowledged_under_mixed_load_survives_repeated_kill9(local_service, db_url):
     svc = local_service
     receiver = Receiver()
     try:

@@ -6,41 +6,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import threading
 import time
 
 import pytest
 
 from tests.consents.helpers import batch, record
-from tests.process.service import Service, running
-from tests.webhooks.receiver import Receiver
+from tests.process.load import write_records
+from tests.process.service import Service
+from tests.receiver import Receiver
 
 pytestmark = pytest.mark.process
-
-
-@pytest.fixture
-def local_service(db_url, tmp_path):
-    with running(
-        db_url,
-        tmp_path,
-        CONSENT_SVC_MODE="local",
-        CONSENT_SVC_WEBHOOK_ALLOW_PRIVATE_NETWORKS="1",
-        CONSENT_SVC_WEBHOOK_RETRY_BASE_SECONDS="0.1",
-    ) as started:
-        yield started
-
-
-def writer(svc: Service, key: str, acked: list[str], stop: threading.Event, tag: str) -> None:
-    n = 0
-    while not stop.is_set():
-        records = [record(f"{tag}-{n}-{i}@example.com", purpose="analytics") for i in range(10)]
-        n += 1
-        try:
-            status, body = svc.call("POST", "/v1/consents", batch(*records), key=key, timeout=10)
-        except OSError:
-            continue  # the service died mid-call: nothing was acknowledged
-        if status == 201:
-            acked.extend(r["id"] for r in body["records"])
 
 
 async def test_every_acknowledged_change_is_delivered_after_kill9(local_service):
@@ -57,7 +32,7 @@ async def test_every_acknowledged_change_is_delivered_after_kill9(local_service)
         key = local_service.key("consents:write")
         acked: list[str] = []
         local_service.kill9_under_load(
-            lambda stop, tag: writer(local_service, key, acked, stop, tag), threads=3
+            lambda stop, tag: write_records(local_service, key, acked, stop, tag, per_call=10), threads=3
         )
         assert len(acked) >= 100
         deadline = time.monotonic() + 120

@@ -5,9 +5,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from consent_svc import crypto
-from consent_svc.webhooks import events
 from tests.consents.helpers import batch, record
+from tests.requests.helpers import code_for
 
 KNOWN = "known@example.com"
 
@@ -19,20 +18,6 @@ def settings(settings):
 
 def ask(email: str, kind: str = "access", region: str = "DE") -> dict:
     return {"type": kind, "subject": {"identifiers": [{"type": "email", "value": email}]}, "region": region}
-
-
-async def code_for(conn, settings, request_id: str) -> str:
-    """What the business's messaging system gets in `request.verification_requested` (sealed at rest)."""
-    keys = crypto.load_keys(settings)
-    rows = await conn.fetch(
-        "SELECT event_id, data, sealed FROM outbox WHERE type = 'request.verification_requested' ORDER BY created_at"
-    )
-    for row in reversed(rows):
-        assert row["sealed"]
-        body = msgspec.json.decode(events.opened(keys, row["event_id"], row["data"], True))
-        if body["request_id"] == request_id:
-            return body["code"]
-    raise AssertionError("no code was sent")
 
 
 async def test_known_and_unknown_identifiers_get_the_same_answer(client, admin):

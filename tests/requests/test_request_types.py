@@ -16,9 +16,8 @@ from consent_svc.policies.load import load_policies
 from consent_svc.requests.desk import Desk
 from tests.conftest import SPANS
 from tests.consents.helpers import batch, record
-from tests.requests.test_public import code_for
-from tests.requests.test_requests_api import EMAIL, SUBJECT, act, seed_consents, submit
-from tests.webhooks.receiver import Receiver
+from tests.receiver import Receiver
+from tests.requests.helpers import EMAIL, SUBJECT, act, code_for, seed_consents, submit
 
 
 @pytest.fixture

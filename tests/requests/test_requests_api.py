@@ -16,10 +16,8 @@ from consent_svc.consents.ledger import RecordRules
 from consent_svc.policies.load import load_policies
 from consent_svc.requests.desk import Desk
 from tests.consents.helpers import batch, record
-from tests.webhooks.receiver import Receiver
-
-EMAIL = "dora@example.com"
-SUBJECT = {"identifiers": [{"type": "email", "value": EMAIL}]}
+from tests.receiver import Receiver
+from tests.requests.helpers import EMAIL, SUBJECT, act, seed_consents, submit
 
 
 @pytest.fixture
@@ -33,29 +31,6 @@ def settings(settings):
 @pytest.fixture
 async def staff(keys):
     return await keys.of("requests:manage")
-
-
-async def submit(client, staff, expect: int = 201, **fields) -> dict:
-    body = {"type": "access", "subject": SUBJECT, "region": "DE", "channel": "web", **fields}
-    response = await client.post("/v1/requests", json=body, headers=staff)
-    assert response.status_code == expect, response.text
-    return response.json()
-
-
-async def act(client, staff, request_id: str, action: str, expect: int = 200, **body) -> dict:
-    response = await client.post(f"/v1/requests/{request_id}/{action}", json=body, headers=staff)
-    assert response.status_code == expect, response.text
-    return response.json()
-
-
-async def seed_consents(client, admin) -> None:
-    records = [
-        record(EMAIL, purpose, "granted", region="DE", at="2026-01-01T00:00:00Z")
-        for purpose in ("analytics", "personalization")
-    ]
-    assert (await client.post("/v1/consents", json=batch(*records), headers=admin)).status_code == 201
-    check = {"subject": SUBJECT, "purpose": "analytics", "region": "DE"}
-    assert (await client.post("/v1/decisions", json=check, headers=admin)).status_code == 200
 
 
 def signature_verifies(signed: dict) -> bool:

@@ -10,7 +10,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.consents.helpers import batch, record
-from tests.webhooks.receiver import Receiver
+from tests.receiver import Receiver
+from tests.webhooks.helpers import settle, subscribe, write
 
 
 @pytest.fixture
@@ -19,22 +20,6 @@ def settings(settings):
     return msgspec.structs.replace(
         settings, webhook_allow_private_networks=True, webhook_retry_base_seconds=0.05, mode="local"
     )
-
-
-async def subscribe(client, manager, url: str, **extra) -> dict:
-    response = await client.post(
-        "/v1/webhooks/subscriptions",
-        json={"url": url, "events": ["consent.changed"], **extra},
-        headers=manager,
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-async def write(client, writer, *records) -> dict:
-    response = await client.post("/v1/consents", json=batch(*records), headers=writer)
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 def verified(secret: str, headers: dict, body: bytes) -> dict:
@@ -83,25 +68,6 @@ async def test_a_receiver_failing_five_times_then_recovering_gets_everything_in_
         assert by_seq[0]["webhook_id"] == first_id
     finally:
         receiver.close()
-
-
-async def deliveries(client, manager, sub: dict, **params) -> list[dict]:
-    response = await client.get(
-        f"/v1/webhooks/subscriptions/{sub['id']}/deliveries", params=params, headers=manager
-    )
-    assert response.status_code == 200, response.text
-    return sorted(response.json()["deliveries"], key=lambda d: d["seq"])
-
-
-async def settle(
-    client, manager, sub: dict, done=lambda ds: ds and all(d["status"] != "pending" for d in ds)
-):
-    for _ in range(300):
-        got = await deliveries(client, manager, sub)
-        if done(got):
-            return got
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"deliveries did not settle: {got}")
 
 
 async def test_only_changes_of_the_current_state_are_announced(client, manager, writer, receiver):
@@ -312,7 +278,7 @@ async def test_a_receiver_that_does_not_answer_in_time_is_retried(short_attempts
 async def test_sent_events_are_dropped_after_the_retention_period_and_waiting_ones_kept(
     client, manager, writer, conn, settings
 ):
-    from consent_svc.webhooks import events
+    from consent_svc.webhooks import subscriptions
 
     stuck = Receiver(answers=lambda n: 503)
     receiver = Receiver()
@@ -327,12 +293,12 @@ async def test_sent_events_are_dropped_after_the_retention_period_and_waiting_on
             "UPDATE webhook_deliveries SET delivered_at = delivered_at - interval '40 days', "
             "last_attempt_at = last_attempt_at - interval '40 days'"
         )
-        await events.delete_expired(conn, settings.webhook_retention_days)
+        await subscriptions.delete_expired(conn, settings.webhook_retention_days)
         # The delivered one is gone; the one still retrying keeps its event.
         assert await conn.fetchval("SELECT count(*) FROM webhook_deliveries") == 1
         assert await conn.fetchval("SELECT count(*) FROM outbox") == 1
         await client.delete(f"/v1/webhooks/subscriptions/{waiting['id']}", headers=manager)
-        await events.delete_expired(conn, settings.webhook_retention_days)
+        await subscriptions.delete_expired(conn, settings.webhook_retention_days)
         assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
     finally:
         stuck.close()

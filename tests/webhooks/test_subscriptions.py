@@ -11,8 +11,8 @@ from standardwebhooks.webhooks import Webhook
 
 from consent_svc.app import create_app
 from tests.consents.helpers import record
-from tests.webhooks.receiver import Receiver
-from tests.webhooks.test_outbound import settle, subscribe, write
+from tests.receiver import Receiver
+from tests.webhooks.helpers import settle, subscribe, write
 
 PATH = "/v1/webhooks/subscriptions"
 

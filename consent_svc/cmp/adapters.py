@@ -8,12 +8,9 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from consent_svc.consents.types import ConsentBatch, Notice, Source, Status
-from consent_svc.errors import FieldError, InvalidInput
-from consent_svc.policies.types import Policies
-from consent_svc.webhooks.cmp import didomi, gpp, records, tcf
-from consent_svc.webhooks.cmp.bits import DecodeError
-from consent_svc.webhooks.types import (
+from consent_svc.cmp import didomi, gpp, records, tcf
+from consent_svc.cmp.bits import DecodeError
+from consent_svc.cmp.types import (
     ConsentRecordsEvent,
     DidomiEventCreated,
     DidomiEventUpdated,
@@ -22,6 +19,9 @@ from consent_svc.webhooks.types import (
     InboundEvent,
     TcfStringEvent,
 )
+from consent_svc.consents.types import ConsentBatch, Notice, Source, Status
+from consent_svc.errors import FieldError, InvalidInput
+from consent_svc.policies.types import Policies
 
 # GPP opt-out fields: 1 opted out, 2 did not opt out (a choice to allow), 0 not applicable.
 OPT_OUT: dict[int, Status] = {1: "denied", 2: "granted"}

@@ -11,9 +11,7 @@ import msgspec
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from tests.consents.helpers import record
-from tests.webhooks.receiver import Receiver
-from tests.webhooks.test_inbound_api import (
+from tests.cmp.helpers import (
     GPP,
     TCF,
     didomi_event,
@@ -23,6 +21,8 @@ from tests.webhooks.test_inbound_api import (
     signed,
     tcf_event,
 )
+from tests.consents.helpers import record
+from tests.receiver import Receiver
 
 
 @pytest.fixture

@@ -18,16 +18,15 @@ import asyncpg
 import msgspec
 from opentelemetry import metrics
 
-from consent_svc import crypto, idempotency
+from consent_svc import crypto, idempotency, signing
 from consent_svc.audit import store as audit_store
+from consent_svc.cmp import adapters, sources
+from consent_svc.cmp.types import SOURCE_NAME, DidomiEvent, InboundEvent
 from consent_svc.consents.ledger import RecordRules, prepare_batch, record_batch
 from consent_svc.errors import FieldError, Forbidden, InvalidInput, SignatureRefused
 from consent_svc.policies.types import Policies
-from consent_svc.webhooks import signing, store
-from consent_svc.webhooks.cmp import adapters
-from consent_svc.webhooks.types import SOURCE_NAME, DidomiEvent, InboundEvent
 
-log = logging.getLogger("consent_svc.webhooks")
+log = logging.getLogger("consent_svc.cmp")
 
 # Refused messages: counted by reason (never by content), and logged without their body.
 REFUSED = metrics.get_meter("consent_svc").create_counter(
@@ -62,7 +61,7 @@ async def receive(
     found = None
     if SOURCE_NAME.fullmatch(source):  # else no source can have it (and PostgreSQL refuses a NUL)
         async with pool.acquire() as conn:
-            found = await store.verifiers(conn, keys, source)
+            found = await sources.verifiers(conn, keys, source)
     if found is None:  # the same answer, in the same time, as a bad signature: names are not to be probed
         try:
             signing.verify([DECOY_KEY], headers, body, time.time())

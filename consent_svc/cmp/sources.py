@@ -8,9 +8,8 @@ from uuid import UUID
 
 import asyncpg
 
-from consent_svc import crypto, ids
-from consent_svc.webhooks import signing
-from consent_svc.webhooks.types import Source, SourceIn
+from consent_svc import crypto, ids, signing
+from consent_svc.cmp.types import CmpSource, SourceIn
 
 INSERT_SOURCE = """
 INSERT INTO sources (name, kind, default_region) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING
@@ -81,8 +80,8 @@ async def rotate(
     return await _add_secret(conn, keys, source), max(retiring, default=None)
 
 
-async def listed(conn: asyncpg.Connection, name: str | None = None) -> list[Source]:
-    return [Source(**dict(row)) for row in await conn.fetch(SELECT_SOURCES, name)]
+async def listed(conn: asyncpg.Connection, name: str | None = None) -> list[CmpSource]:
+    return [CmpSource(**dict(row)) for row in await conn.fetch(SELECT_SOURCES, name)]
 
 
 async def disable(conn: asyncpg.Connection, name: str) -> bool:

@@ -7,12 +7,12 @@ still takes Standard Webhooks-signed messages, so Didomi's deliveries reach it t
 
 from __future__ import annotations
 
+from consent_svc.cmp import records
+from consent_svc.cmp.types import DidomiEventCreated, DidomiEventUpdated
 from consent_svc.consents.types import ConsentBatch, Identifier, Source, Status, SubjectIdentifiers
 from consent_svc.errors import FieldError, InvalidInput
 from consent_svc.policies.load import canonical_region
 from consent_svc.policies.types import Policies
-from consent_svc.webhooks.cmp import records
-from consent_svc.webhooks.types import DidomiEventCreated, DidomiEventUpdated
 
 
 def to_batch(

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consent_svc.webhooks.cmp import tcf
-from consent_svc.webhooks.cmp.bits import ALPHABET, DecodeError
+from consent_svc.cmp import tcf
+from consent_svc.cmp.bits import ALPHABET, DecodeError
 
 VECTORS = json.loads((Path(__file__).parent.parent / "vectors" / "tcf.json").read_text())["vectors"]
 NONE = f"{0:016b}0"  # a vendor section: MaxVendorId 0, as a bitfield

@@ -10,8 +10,8 @@ from typing import Any
 
 import msgspec
 
-from consent_svc.webhooks.cmp import tcf
-from consent_svc.webhooks.cmp.bits import Bits, DecodeError
+from consent_svc.cmp import tcf
+from consent_svc.cmp.bits import Bits, DecodeError
 
 SECTION_NAMES = {
     1: "tcfeuv1",

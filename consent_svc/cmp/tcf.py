@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from consent_svc.webhooks.cmp.bits import Bits, DecodeError
+from consent_svc.cmp.bits import Bits, DecodeError
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SEGMENTS = {1: "disclosedVendors", 3: "publisherTC"}

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consent_svc.webhooks import signing
+from consent_svc import signing
 
-VECTORS = json.loads((Path(__file__).parent.parent / "vectors" / "webhooks.json").read_text())["vectors"]
+VECTORS = json.loads((Path(__file__).parent / "vectors" / "webhooks.json").read_text())["vectors"]
 
 
 @pytest.mark.parametrize("vector", VECTORS, ids=[v["id"] for v in VECTORS])

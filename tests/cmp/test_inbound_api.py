@@ -5,50 +5,21 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
-from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
-from standardwebhooks.webhooks import Webhook
 
+from tests.cmp.helpers import (
+    GPP,
+    TCF,
+    didomi_event,
+    gpp_event,
+    post,
+    records_event,
+    signed,
+    statuses_of,
+    tcf_event,
+)
 from tests.consents.helpers import record
-
-
-def signed(
-    secret: str, body: dict | bytes, msg_id: str | None = None, at: float | None = None
-) -> tuple[bytes, dict]:
-    """What a CMP sends: the body and its Standard Webhooks headers, made with the reference library."""
-    payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
-    when = datetime.fromtimestamp(at if at is not None else time.time(), UTC)
-    headers = {
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(int(when.timestamp())),
-        "webhook-signature": Webhook(secret).sign(msg_id, when, payload.decode()),
-        "content-type": "application/json",
-    }
-    return payload, headers
-
-
-def records_event(*records: dict) -> dict:
-    return {"type": "consent.records", "data": {"records": list(records)}}
-
-
-@pytest.fixture
-async def cmp(client, manager):
-    response = await client.post(
-        "/v1/sources", json={"name": "web-cmp", "default_region": "FR"}, headers=manager
-    )
-    assert response.status_code == 201, response.text
-    made = response.json()
-    assert made["name"] == "web-cmp" and made["secret"].startswith("whsec_")
-    return made["secret"]
-
-
-async def post(client, source: str, secret: str, body, **kw):
-    payload, headers = signed(secret, body, **kw)
-    return await client.post(f"/v1/inbound/{source}", content=payload, headers=headers)
 
 
 async def test_a_signed_message_stores_its_records_and_is_audited(client, cmp, admin, conn):
@@ -116,7 +87,7 @@ async def test_a_message_for_an_unknown_source_leaves_no_caller_chosen_text_in_t
     # The path's name is anyone's to choose: logged as sent, it would forge lines or flood the log.
     forged_line = "x%0ACRITICAL%20audit%20chain%20broken%20" + "y" * 5000  # %0A: a newline
     payload, headers = signed("whsec_" + "A" * 32, records_event(record()))
-    with caplog.at_level("WARNING", logger="consent_svc.webhooks"):
+    with caplog.at_level("WARNING", logger="consent_svc.cmp"):
         response = await client.post(f"/v1/inbound/{forged_line}", content=payload, headers=headers)
     assert response.status_code == 401, response.text
     assert "inbound message for an unknown source refused" in caplog.text
@@ -224,25 +195,10 @@ async def test_unknown_source_management_is_404(client, manager):
 
 
 async def test_secrets_are_stored_wrapped_never_in_clear(client, cmp, conn):
-    from consent_svc.webhooks.signing import secret_key
+    from consent_svc.signing import secret_key
 
     rows = await conn.fetch("SELECT * FROM source_secrets")
     assert len(rows) == 1 and secret_key(cmp) not in rows[0]["wrapped"]
-
-
-TCF = {
-    v["id"]: v
-    for v in json.loads((Path(__file__).parent.parent / "vectors" / "tcf.json").read_text())["vectors"]
-}
-
-
-def tcf_event(tc_string: str, email: str = "t@example.com", **extra) -> dict:
-    data = {
-        "subject": {"identifiers": [{"type": "email", "value": email}]},
-        "tc_string": tc_string,
-        "region": "FR",
-    }
-    return {"type": "tcf.string", "data": {**data, **extra}}
 
 
 @pytest.mark.parametrize(
@@ -284,27 +240,6 @@ async def test_a_malformed_tc_string_is_a_422_naming_what_is_wrong(client, cmp, 
     problem = response.json()
     assert problem["errors"][0]["field"] == "data.tc_string" and TCF[vector]["error"] in problem["detail"]
     assert await conn.fetchval("SELECT count(*) FROM consent_records") == 0
-
-
-GPP = {
-    v["id"]: v
-    for v in json.loads((Path(__file__).parent.parent / "vectors" / "gpp.json").read_text())["vectors"]
-}
-
-
-def gpp_event(gpp_string: str, email: str = "g@example.com", **extra) -> dict:
-    data = {"subject": {"identifiers": [{"type": "email", "value": email}]}, "gpp_string": gpp_string}
-    return {"type": "gpp.string", "data": {**data, **extra}}
-
-
-async def statuses_of(client, admin, response) -> dict[str, str]:
-    assert response.status_code == 202, response.text
-    subject = response.json()["records"][0]["subject_id"]
-    history = (await client.get(f"/v1/subjects/{subject}/consents", headers=admin)).json()["records"]
-    assert {r["proof"]["gpp_string"] for r in history} == {
-        json.loads(response.request.content)["data"]["gpp_string"]
-    }
-    return {r["purpose"]: r["status"] for r in history}
 
 
 async def test_a_california_gpp_string_with_gpc_opts_out(client, cmp, admin):
@@ -373,20 +308,6 @@ async def didomi(client, manager):
     )
     assert made.status_code == 201, made.text
     return made.json()["secret"]
-
-
-def didomi_event(purposes: list[dict], kind: str = "event.created", **user) -> dict:
-    entity = {
-        "id": "evt_1",
-        "created_at": "2026-11-20T10:00:00Z",
-        "organization_id": "acme",
-        "user": {"id": "didomi-user-1", "organization_user_id": "cust-42", **user},
-        "consents": {"purposes": purposes, "vendors": {"enabled": [], "disabled": []}},
-    }
-    parameters = (
-        {"new_entity": entity, "old_entity": entity} if kind == "event.updated" else {"entity": entity}
-    )
-    return {"type": kind, "parameters": parameters}
 
 
 @pytest.mark.parametrize("kind", ["event.created", "event.updated"])

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from consent_svc.cmp import adapters, gpp
+from consent_svc.cmp.bits import ALPHABET, Bits, DecodeError
+from consent_svc.cmp.types import GppStringEvent
 from consent_svc.policies.load import load_policies
-from consent_svc.webhooks.cmp import adapters, gpp
-from consent_svc.webhooks.cmp.bits import ALPHABET, Bits, DecodeError
-from consent_svc.webhooks.types import GppStringEvent
-from tests.webhooks.test_inbound_api import gpp_event, post, statuses_of
+from tests.cmp.helpers import gpp_event, post, statuses_of
 
 VECTORS = json.loads((Path(__file__).parent.parent / "vectors" / "gpp.json").read_text())["vectors"]
 CODES = set(json.loads((Path(__file__).parent.parent / "vectors" / "gpp.json").read_text())["error_codes"])
