@@ -35,7 +35,7 @@ from consent_svc.consents.ledger import RecordRules
 from consent_svc.consents.routes import ConsentController
 from consent_svc.console import users as console_users
 from consent_svc.console.routes import ConsoleController
-from consent_svc.console.session import SignInRequired, sign_in_redirect
+from consent_svc.console.session import SignInRequired, current_user, session_guard, sign_in_redirect
 from consent_svc.console.trail import TrailController
 from consent_svc.decisions.decider import Decider
 from consent_svc.decisions.engine import Rulebook
@@ -208,6 +208,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     console = Router(
         "/",
         route_handlers=[ConsoleController, TrailController],
+        guards=[session_guard(keys)],
+        dependencies={"user": Provide(current_user, sync_to_thread=False)},
         middleware=[csrf],
         response_headers=html_headers,
         exception_handlers={SignInRequired: sign_in_redirect},

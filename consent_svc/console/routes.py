@@ -20,7 +20,7 @@ from litestar.response import Redirect, Template
 from consent_svc import crypto
 from consent_svc.audit import store as audit_store
 from consent_svc.console import dashboard, users
-from consent_svc.console.session import COOKIE, signed_in
+from consent_svc.console.session import COOKIE
 from consent_svc.errors import ProblemError
 from consent_svc.requests import documents, verification
 from consent_svc.requests import store as request_store
@@ -52,11 +52,11 @@ class ConsoleController(Controller):
     path = "/console"
     include_in_schema = False
 
-    @get("/login")
+    @get("/login", opt={"signed_out": True})
     async def loginpage(self, settings: NamedDependency[Settings]) -> Template:
         return page("console/login.html", settings, None)
 
-    @post("/login", status_code=303)
+    @post("/login", status_code=303, opt={"signed_out": True})
     async def login(
         self,
         request: Request,
@@ -104,7 +104,7 @@ class ConsoleController(Controller):
         )
         return response
 
-    @post("/logout", status_code=303)
+    @post("/logout", status_code=303, opt={"signed_out": True})
     async def logout(
         self, request: Request, pool: NamedDependency[asyncpg.Pool], keys: NamedDependency[crypto.Keys]
     ) -> Response:
@@ -123,12 +123,10 @@ class ConsoleController(Controller):
     @get("/")
     async def dashboard(
         self,
-        request: Request,
+        user: NamedDependency[users.SignedIn],
         pool: NamedDependency[asyncpg.Pool],
-        keys: NamedDependency[crypto.Keys],
         settings: NamedDependency[Settings],
     ) -> Template:
-        user = await signed_in(request, pool, keys)
         today = now().date()
         async with pool.acquire() as conn:
             open_requests = await request_store.page(
@@ -164,13 +162,12 @@ class ConsoleController(Controller):
     @get("/requests")
     async def queue(
         self,
+        user: NamedDependency[users.SignedIn],
         request: Request,
         pool: NamedDependency[asyncpg.Pool],
-        keys: NamedDependency[crypto.Keys],
         settings: NamedDependency[Settings],
         status: FromQuery[str | None] = None,
     ) -> Template:
-        user = await signed_in(request, pool, keys)
         status = status if status in STATUSES else None
         async with pool.acquire() as conn:
             found = await request_store.page(
@@ -182,19 +179,18 @@ class ConsoleController(Controller):
     @get("/requests/{request_id:uuid}")
     async def requestpage(
         self,
-        request: Request,
+        user: NamedDependency[users.SignedIn],
         request_id: FromPath[UUID],
         pool: NamedDependency[asyncpg.Pool],
         keys: NamedDependency[crypto.Keys],
         settings: NamedDependency[Settings],
     ) -> Template:
-        user = await signed_in(request, pool, keys)
         return await _requestpage(pool, keys, settings, user, request_id)
 
     @post("/requests/{request_id:uuid}/{action:str}", status_code=303)
     async def act(
         self,
-        request: Request,
+        user: NamedDependency[users.SignedIn],
         request_id: FromPath[UUID],
         action: FromPath[str],
         data: Annotated[ReasonForm, Form],
@@ -203,7 +199,6 @@ class ConsoleController(Controller):
         settings: NamedDependency[Settings],
         desk: NamedDependency[Desk],
     ) -> Response:
-        user = await signed_in(request, pool, keys)
         if not user.may("requests:manage"):
             return await _requestpage(
                 pool, keys, settings, user, request_id, 403, "Your role cannot act on requests."
@@ -231,13 +226,10 @@ class ConsoleController(Controller):
     @get("/requests/{request_id:uuid}/receipt")
     async def receipt(
         self,
-        request: Request,
         request_id: FromPath[UUID],
         pool: NamedDependency[asyncpg.Pool],
-        keys: NamedDependency[crypto.Keys],
         signer: NamedDependency[crypto.Signer],
     ) -> Response:
-        await signed_in(request, pool, keys)
         async with pool.acquire() as conn:
             row = await request_store.get(conn, request_id, now().date())
             if row is None or row.request.status not in ("completed", "rejected"):

@@ -1,9 +1,14 @@
-"""The console's staff session: its cookie, and the check that a request carries a live one."""
+"""The console's staff session: its cookie, and the guard on the console's router that lets a page through only
+with a live one (Litestar guards run before the handler, so no handler can forget it)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import asyncpg
 from litestar import Request, Response
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
 from litestar.response import Redirect
 
 from consent_svc import crypto
@@ -21,8 +26,8 @@ def sign_in_redirect(request: Request, exc: Exception) -> Response:
     return Redirect("/console/login", status_code=303)
 
 
-async def signed_in(request: Request, pool: asyncpg.Pool, keys: crypto.Keys) -> users.SignedIn:
-    token = request.cookies.get(COOKIE)
+async def signed_in(connection: ASGIConnection, pool: asyncpg.Pool, keys: crypto.Keys) -> users.SignedIn:
+    token = connection.cookies.get(COOKIE)
     if not token or len(token) > 100:
         raise SignInRequired()
     async with pool.acquire() as conn:
@@ -30,3 +35,19 @@ async def signed_in(request: Request, pool: asyncpg.Pool, keys: crypto.Keys) -> 
     if user is None:
         raise SignInRequired()
     return user
+
+
+def session_guard(keys: crypto.Keys) -> Callable[[ASGIConnection, BaseRouteHandler], Awaitable[None]]:
+    """Every console page needs a signed-in staff member, but those whose handler says `opt={"signed_out": True}`
+    (signing in and out); the member is then the `user` dependency."""
+
+    async def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+        if not handler.opt.get("signed_out"):
+            connection.state.user = await signed_in(connection, connection.app.state.pool, keys)
+
+    return guard
+
+
+def current_user(request: Request) -> users.SignedIn:
+    """The staff member the guard found (the `user` dependency of console pages)."""
+    return request.state.user

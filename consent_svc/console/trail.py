@@ -27,7 +27,6 @@ from consent_svc.audit.verify import verify
 from consent_svc.consents import store as consent_store
 from consent_svc.consents.ledger import RecordRules, hash_typed
 from consent_svc.console import users
-from consent_svc.console.session import signed_in
 from consent_svc.decisions import store as decision_store
 from consent_svc.decisions.engine import Rulebook
 from consent_svc.errors import ProblemError
@@ -74,6 +73,7 @@ class TrailController(Controller):
     @get("/audit")
     async def search(
         self,
+        user: NamedDependency[users.SignedIn],
         request: Request,
         pool: NamedDependency[asyncpg.Pool],
         keys: NamedDependency[crypto.Keys],
@@ -84,7 +84,6 @@ class TrailController(Controller):
         until: FromQuery[str | None] = None,
         subject: FromQuery[UUID | None] = None,
     ) -> Template:
-        user = await signed_in(request, pool, keys)
         if not user.may("audit:read"):
             return page(
                 "console/audit.html", settings, user, 403, entries=[], error="Your role cannot read the log."
@@ -102,14 +101,12 @@ class TrailController(Controller):
     @post("/subjects/find", status_code=303)
     async def find_subject(
         self,
-        request: Request,
+        user: NamedDependency[users.SignedIn],
         data: Annotated[SubjectForm, Form],
         pool: NamedDependency[asyncpg.Pool],
-        keys: NamedDependency[crypto.Keys],
         rules: NamedDependency[RecordRules],
         settings: NamedDependency[Settings],
     ) -> Response:
-        user = await signed_in(request, pool, keys)
         typed = hash_typed(data.kind, data.value, rules.lookup_hash)
         found = set()
         if typed is not None:
@@ -138,13 +135,12 @@ class TrailController(Controller):
     @get("/subjects/{subject_id:uuid}")
     async def subject(
         self,
-        request: Request,
+        user: NamedDependency[users.SignedIn],
         subject_id: FromPath[UUID],
         pool: NamedDependency[asyncpg.Pool],
         keys: NamedDependency[crypto.Keys],
         settings: NamedDependency[Settings],
     ) -> Template:
-        user = await signed_in(request, pool, keys)
         async with pool.acquire() as conn:
             view = await consent_store.subject_view(conn, keys, subject_id)
             entries, _ = await audit_store.search(
@@ -165,13 +161,12 @@ class TrailController(Controller):
     @get("/decisions/{decision_id:uuid}")
     async def decision(
         self,
-        request: Request,
+        user: NamedDependency[users.SignedIn],
         decision_id: FromPath[UUID],
         pool: NamedDependency[asyncpg.Pool],
         keys: NamedDependency[crypto.Keys],
         settings: NamedDependency[Settings],
     ) -> Template:
-        user = await signed_in(request, pool, keys)
         names = {}
         async with pool.acquire() as conn:
             found = await decision_store.recorded(conn, decision_id)
@@ -182,9 +177,8 @@ class TrailController(Controller):
     @get("/audit/export")
     async def export(
         self,
-        request: Request,
+        user: NamedDependency[users.SignedIn],
         pool: NamedDependency[asyncpg.Pool],
-        keys: NamedDependency[crypto.Keys],
         integrator: NamedDependency[Integrator],
         signer: NamedDependency[crypto.Signer],
         export_slots: NamedDependency[asyncio.Semaphore],
@@ -195,7 +189,6 @@ class TrailController(Controller):
         until: FromQuery[str | None] = None,
         subject: FromQuery[UUID | None] = None,
     ) -> Stream:
-        user = await signed_in(request, pool, keys)
         if not user.may("audit:read"):
             raise ProblemError("Your role cannot read the log.", status=403)
         where = _filter(action, outcome, since, until, subject)
@@ -215,13 +208,12 @@ class TrailController(Controller):
     @post("/audit/verify")
     async def verify_chain(
         self,
+        user: NamedDependency[users.SignedIn],
         request: Request,
         pool: NamedDependency[asyncpg.Pool],
-        keys: NamedDependency[crypto.Keys],
         signer: NamedDependency[crypto.Signer],
         settings: NamedDependency[Settings],
     ) -> Template:
-        user = await signed_in(request, pool, keys)
         async with pool.acquire() as conn:
             latest = await audit_store.latest_checkpoint(conn)
             start = max(1, latest.tree_size - RECENT_VERIFIED + 1) if latest else 1
@@ -232,13 +224,11 @@ class TrailController(Controller):
     @get("/policies")
     async def policies_page(
         self,
-        request: Request,
+        user: NamedDependency[users.SignedIn],
         pool: NamedDependency[asyncpg.Pool],
-        keys: NamedDependency[crypto.Keys],
         policies: NamedDependency[Policies],
         settings: NamedDependency[Settings],
     ) -> Template:
-        user = await signed_in(request, pool, keys)
         async with pool.acquire() as conn:
             past = await policy_store.versions(conn)
         book = Rulebook(policies)

@@ -20,14 +20,12 @@ MAX_UNIX_MS = 253_402_300_799_000  # 9999-12-31T23:59:59Z
 # bytea of fixed-width slices and purposes as one byte each (an index into $3): asyncpg encodes a 10,000
 # element array at ~1 us per element, which made this read 25 ms; as blobs it takes 4 ms (this machine).
 # $4 has a byte per row, 1 where the check carries a GPC signal: only then is a grant looked at further, for
-# a GPC refusal recorded before it (CCPA regs 7025(c)(3), engine.ConsentState.regranted_after_gpc).
+# a GPC refusal recorded before it (CCPA regs 7025(c)(3), engine.ConsentState.regranted_after_gpc; the
+# function is in migrations/0009_gpc_regrant.sql).
 SELECT_STATES_BY_HASH = """
 SELECT t.n, l.subject_id, cs.record_id, cs.status, cs.collected_at, cs.expires_at, cs.actor,
-       CASE WHEN cs.status = 'granted' AND get_byte($4::bytea, t.n - 1) = 1 THEN EXISTS (
-           SELECT 1 FROM consent_records cr JOIN consent_sources src ON src.source_id = cr.source_id
-           WHERE cr.subject_id = cs.subject_id AND cr.purpose = cs.purpose AND cr.collected_at < cs.collected_at
-             AND src.source ->> 'method' = 'gpc_signal'
-       ) ELSE false END
+       CASE WHEN cs.status = 'granted' AND get_byte($4::bytea, t.n - 1) = 1
+            THEN granted_after_gpc_refusal(cs.subject_id, cs.purpose, cs.collected_at, NULL) ELSE false END
 FROM generate_series(1, length($2::bytea)) AS t (n)
 JOIN identifier_lookup l ON l.lookup_hash = substring($1::bytea FROM t.n * 32 - 31 FOR 32)
 LEFT JOIN consent_state cs
@@ -36,11 +34,8 @@ ORDER BY t.n
 """
 SELECT_STATES_BY_ID = """
 SELECT t.n, k.s, cs.record_id, cs.status, cs.collected_at, cs.expires_at, cs.actor,
-       CASE WHEN cs.status = 'granted' AND get_byte($4::bytea, t.n - 1) = 1 THEN EXISTS (
-           SELECT 1 FROM consent_records cr JOIN consent_sources src ON src.source_id = cr.source_id
-           WHERE cr.subject_id = cs.subject_id AND cr.purpose = cs.purpose AND cr.collected_at < cs.collected_at
-             AND src.source ->> 'method' = 'gpc_signal'
-       ) ELSE false END
+       CASE WHEN cs.status = 'granted' AND get_byte($4::bytea, t.n - 1) = 1
+            THEN granted_after_gpc_refusal(cs.subject_id, cs.purpose, cs.collected_at, NULL) ELSE false END
 FROM generate_series(1, length($2::bytea)) AS t (n)
 CROSS JOIN LATERAL (
     SELECT encode(substring($1::bytea FROM t.n * 16 - 15 FOR 16), 'hex')::uuid,
@@ -62,11 +57,7 @@ SELECT_REGRANTED_AFTER_GPC = """
 SELECT cs.subject_id
 FROM unnest($1::uuid[], $2::text[]) AS t (s, p)
 JOIN consent_state cs ON cs.subject_id = t.s AND cs.purpose = t.p AND cs.status = 'granted'
-WHERE EXISTS (
-    SELECT 1 FROM consent_records cr JOIN consent_sources src ON src.source_id = cr.source_id
-    WHERE cr.subject_id = cs.subject_id AND cr.purpose = cs.purpose AND cr.collected_at < cs.collected_at
-      AND src.source ->> 'method' = 'gpc_signal'
-)
+WHERE granted_after_gpc_refusal(cs.subject_id, cs.purpose, cs.collected_at, NULL)
 """
 # The (subject, purpose) pairs already refused: a GPC signal adds nothing to them.
 SELECT_REFUSED = """
@@ -84,10 +75,8 @@ SELECT_STATES_AT = """
 SELECT DISTINCT ON (cr.purpose)
        cr.purpose, cr.record_id, cr.status, cr.collected_at, cr.expires_at,
        coalesce(src.source ->> 'actor', 'subject') AS actor,
-       cr.status = 'granted' AND EXISTS (
-           SELECT 1 FROM consent_records g JOIN consent_sources gs ON gs.source_id = g.source_id
-           WHERE g.subject_id = cr.subject_id AND g.purpose = cr.purpose AND g.collected_at < cr.collected_at
-             AND (NOT $4 OR g.received_at <= $3) AND gs.source ->> 'method' = 'gpc_signal'
+       cr.status = 'granted' AND granted_after_gpc_refusal(
+           cr.subject_id, cr.purpose, cr.collected_at, CASE WHEN $4 THEN $3::timestamptz END
        ) AS regranted_after_gpc
 FROM consent_records cr
 JOIN consent_sources src ON src.source_id = cr.source_id

@@ -12,6 +12,7 @@ import pytest
 
 from consent_svc import crypto, outbox
 from consent_svc.console import users
+from consent_svc.console.session import COOKIE
 from tests.requests.helpers import code_for
 
 PASSWORD = "correct horse battery staple"
@@ -53,6 +54,49 @@ async def test_the_console_needs_a_session(client):
     assert page.status_code == 200 and 'type="password"' in page.text and "_csrf_token" in page.text
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     assert page.headers["x-content-type-options"] == "nosniff"
+
+
+SIGNED_OUT_PAGES = {"/console/login", "/console/logout"}
+PATH_VALUES = {"uuid": "0190b7e4-3f2a-7c1b-9d4e-000000000001", "str": "verify"}
+
+
+def console_pages(app) -> list[tuple[str, str]]:
+    """(method, path) of every console page, path parameters filled in."""
+    pages = []
+    for route in app.routes:
+        if not route.path.startswith("/console"):
+            continue
+        path = route.path
+        for parameter in route.path_parameters.values():
+            path = path.replace(f"{{{parameter.full}}}", PATH_VALUES[parameter.full.split(":")[1]])
+        pages += [(method, path) for method in sorted(route.methods) if method in ("GET", "POST")]
+    return pages
+
+
+async def test_every_console_page_but_signing_in_and_out_needs_a_live_session(client):
+    """What someone without a session would try: every page, with no cookie and with a made-up one."""
+    pages = console_pages(client.app)
+    assert len(pages) >= 15  # the walk found the pages
+    signin = await client.get("/console/login")
+    token = csrf_of(signin.text)
+    for cookie in (None, "x" * 43):
+        client.cookies.delete(COOKIE)
+        if cookie:
+            client.cookies.set(COOKIE, cookie, path="/console")
+        for method, path in pages:
+            if path in SIGNED_OUT_PAGES:
+                continue
+            response = await client.request(
+                method,
+                path,
+                data={"_csrf_token": token} if method == "POST" else None,
+                follow_redirects=False,
+            )
+            assert (response.status_code, response.headers.get("location")) == (303, "/console/login"), (
+                method,
+                path,
+                cookie,
+            )
 
 
 async def test_sign_in_sets_a_strict_http_only_cookie_and_opens_the_dashboard(client, person, conn):
