@@ -1,14 +1,18 @@
 """The request desk: intake, the lifecycle's transitions, erasure and fan-out to downstream systems.
 
 Each method runs on a connection inside the caller's transaction, so a transition, its history row, its audit
-entry and its outbound event commit together or not at all.
+entry and its outbound event commit together or not at all. The lifecycle is declared once (LIFECYCLE):
 
     received -> verifying -> verified -> in_progress -> completed | rejected      (`extended` is a flag)
+
+A transition carries the request's row through (`_transition` returns it changed), so a request is read once
+per action, locked, and not again after each write.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import NamedTuple
 from uuid import UUID
 
 import asyncpg
@@ -31,6 +35,35 @@ from consent_svc.settings import Settings
 
 OPEN = ("received", "verifying", "verified", "in_progress")
 CLOSED = ("completed", "rejected")
+
+
+class Step(NamedTuple):
+    """One move of the lifecycle."""
+
+    action: str
+    """As the request's history and the audit log name it (`request.<action>`)."""
+    from_states: tuple[str, ...]
+    """The statuses it may start from; empty for intake, which starts from nothing."""
+    to: str | None
+    """The status it leads to; None: the status stays."""
+    event: str | None
+    """What subscribers are sent (webhooks/types.py EVENT_TYPES), if anything."""
+
+
+LIFECYCLE: dict[str, Step] = {
+    # A new request is `received`, or `verifying` when it came from the public and waits for its code.
+    "receive": Step("received", (), None, "request.received"),
+    "verify": Step("verify", ("received", "verifying"), "verified", "request.verified"),
+    "start": Step("start", ("verified",), "in_progress", None),
+    "complete": Step("complete", ("verified", "in_progress"), "completed", "request.completed"),
+    # An opt-out takes effect without verification (CCPA regs 7026(d), OR 646A.576(5)(e)): done at receipt.
+    "complete_opt_out": Step("complete", ("received",), "completed", "request.completed"),
+    "reject": Step("reject", OPEN, "rejected", "request.rejected"),
+    "extend": Step("extend", OPEN, None, "request.extended"),
+    "notify_systems": Step("systems_notified", OPEN, None, None),
+    # A system may confirm after the request closed (a staff member completed it first): it is still recorded.
+    "confirm_system": Step("system_confirmed", OPEN + CLOSED, None, None),
+}
 # What an opt-out request switches off, as denied records: CCPA 1798.120 (one opt-out covers sale and sharing)
 # and 1798.121 (limit the use of sensitive personal information).
 OPT_OUT_PURPOSES = {"opt_out_of_sale": ("sale", "share"), "limit_sensitive": ("sensitive_data",)}
@@ -60,7 +93,7 @@ class ActionRequested(msgspec.Struct, frozen=True):
     confirm_url: str
 
 
-class Transition(msgspec.Struct, frozen=True):
+class TransitionEntry(msgspec.Struct, frozen=True):
     """A transition's audit payload: the free-text reason stays in the request's own history (erasable)."""
 
     action: str
@@ -135,37 +168,41 @@ class Desk:
         status = "received" if actor != "public" or opt_out else "verifying"
         await request_store.insert(
             conn,
-            (
-                request_id,
-                data.type,
-                status,
-                region,
-                regime.id,
-                self.policies.version,
-                channel,
-                hashes,
-                subjects.pop() if len(subjects) == 1 else None,
-                self.keys.wrap(data_key, request_id.bytes),
-                self.keys.master_key_id,
-                crypto.seal(data_key, identifiers, request_store.identifiers_aad(request_id)),
-                crypto.seal(data_key, details, request_store.details_aad(request_id)) if details else None,
-                data.appeals,
-                received_at,
-                plan.clock_start,
-                plan.due,
-                plan.acknowledge_by,
-                actor,
+            request_store.NewRequest(
+                request_id=request_id,
+                type=data.type,
+                status=status,
+                region=region,
+                regime=regime.id,
+                policy_version=self.policies.version,
+                channel=channel,
+                lookup_hashes=hashes,
+                subject_id=subjects.pop() if len(subjects) == 1 else None,
+                wrapped_key=self.keys.wrap(data_key, request_id.bytes),
+                master_key_id=self.keys.master_key_id,
+                identifiers_enc=crypto.seal(data_key, identifiers, request_store.identifiers_aad(request_id)),
+                details_enc=(
+                    crypto.seal(data_key, details, request_store.details_aad(request_id)) if details else None
+                ),
+                appeals=data.appeals,
+                received_at=received_at,
+                clock_start=plan.clock_start,
+                due_at=plan.due,
+                acknowledge_by=plan.acknowledge_by,
+                created_by=actor,
             ),
         )
-        await self._record(conn, request_id, "received", None, status, actor, None, now)
+        row = await request_store.get(conn, request_id, _today(now))
+        assert row is not None
+        row = await self._transition(conn, row, "receive", actor, None, now)
         if opt_out:
             # The law does not let a business demand verification of an opt-out (CCPA regs 7026(d), OR
             # 646A.576(5)(e)): it takes effect at once, as refusals in the ledger.
             await self._opt_out(
                 conn, request_id, data.type, region, data.subject.identifiers, received_at, now
             )
-            await self._notify_systems(conn, request_id, now)
-            await self._move(conn, request_id, "complete", "completed", "system", "opt-out recorded", now)
+            row, _ = await self._notify_systems(conn, row, now)
+            await self._transition(conn, row, "complete_opt_out", "system", "opt-out recorded", now)
         return request_id, True
 
     async def _opt_out(
@@ -212,7 +249,7 @@ class Desk:
         verified_at: datetime | None,
         now: datetime,
     ) -> None:
-        row = await self._open(conn, request_id, now, ("received", "verifying"), "verify")
+        row = await self._open(conn, request_id, now, "verify")
         request = row.request
         verified_at = verified_at or now
         if verified_at > now + self.rules.clock_skew or verified_at < request.received_at:
@@ -228,46 +265,47 @@ class Desk:
             else plan.due
         )
         subjects = await self.subjects(conn, row)
-        await request_store.set_verified(
+        subject_id = await request_store.set_verified(
             conn, request_id, verified_at, plan.clock_start, due, subjects[0] if len(subjects) == 1 else None
         )
-        await self._record(conn, request_id, "verify", request.status, "verified", actor, reason, now)
-        await self._proceed(conn, request_id, now)
+        row = _with(row, verified_at=verified_at, due_at=due, subject_id=subject_id)
+        row = msgspec.structs.replace(row, clock_start=plan.clock_start)
+        row = await self._transition(conn, row, "verify", actor, reason, now)
+        await self._proceed(conn, row, now)
 
-    async def _proceed(self, conn: asyncpg.Connection, request_id: UUID, now: datetime) -> None:
+    async def _proceed(self, conn: asyncpg.Connection, row: request_store.Row, now: datetime) -> None:
         """What follows verification: downstream systems are told; a deletion is carried out here at once."""
-        notified = await self._notify_systems(conn, request_id, now)
-        row = await request_store.get(conn, request_id, _today(now))
-        assert row is not None
+        row, told = await self._notify_systems(conn, row, now)
         if row.request.type != "deletion":
             return
-        await self._erase(conn, row, now)
-        await self._move(conn, request_id, "start", "in_progress", "system", "erased in this service", now)
-        if not notified:
-            await self._move(
-                conn, request_id, "complete", "completed", "system", "no downstream system to wait for", now
-            )
+        row = await self._erase(conn, row, now)
+        row = await self._transition(conn, row, "start", "system", "erased in this service", now)
+        if not told:
+            await self._transition(conn, row, "complete", "system", "no downstream system to wait for", now)
 
-    async def _erase(self, conn: asyncpg.Connection, row: request_store.Row, now: datetime) -> None:
+    async def _erase(
+        self, conn: asyncpg.Connection, row: request_store.Row, now: datetime
+    ) -> request_store.Row:
         """Crypto-shredding: the subjects' data keys, their look-up rows, and the identifiers every request about
-        them holds; keyed hashes stay as suppression entries."""
+        them holds (this one's too); keyed hashes stay as suppression entries."""
         subjects = await self.subjects(conn, row)
         erased = await consent_store.erase(conn, subjects, row.lookup_hashes, row.request.id)
         for related in await request_store.related(conn, row.lookup_hashes, subjects, _today(now)):
             await request_store.destroy_key(conn, related.id)
-        entries, rows = [], []
+        entries, events = [], []
         for subject_id in erased:
             body = {"request_id": str(row.request.id), "subject_id": str(subject_id)}
             entries.append(audit_store.entry("subject.erased", "system", body, subject_id=subject_id))
-            rows.append(outbox.event("subject.erased", body, subject_id=subject_id))
+            events.append(outbox.event("subject.erased", body, subject_id=subject_id))
         if entries:
             await audit_store.append(conn, entries)
-            await outbox.append(conn, rows)
+            await outbox.append(conn, events)
+        return msgspec.structs.replace(row, wrapped_key=None, identifiers_enc=None, details_enc=None)
 
     async def extend(
         self, conn: asyncpg.Connection, request_id: UUID, actor: str, reason: str, now: datetime
     ) -> None:
-        row = await self._open(conn, request_id, now, OPEN, "extend")
+        row = await self._open(conn, request_id, now, "extend")
         request = row.request
         if request.extended:
             raise Conflict("This request was extended already; the law allows one extension.")
@@ -282,25 +320,24 @@ class Desk:
             raise Conflict(
                 "The first period is over: an extension must be given within it.", title="Too late"
             )
-        await request_store.set_extended(
-            conn, request_id, deadlines.extended_due(plan, request.region, rules.weekend_rollover)
-        )
-        await self._record(conn, request_id, "extend", request.status, request.status, actor, reason, now)
+        due = deadlines.extended_due(plan, request.region, rules.weekend_rollover)
+        await request_store.set_extended(conn, request_id, due)
+        await self._transition(conn, _with(row, extended=True, due_at=due), "extend", actor, reason, now)
 
     async def reject(
         self, conn: asyncpg.Connection, request_id: UUID, actor: str, reason: str, now: datetime
     ) -> None:
-        row = await self._open(conn, request_id, now, OPEN, "reject")
-        await self._move(conn, request_id, "reject", "rejected", actor, reason, now, row.request.status)
+        row = await self._open(conn, request_id, now, "reject")
+        await self._transition(conn, row, "reject", actor, reason, now)
 
     async def complete(
         self, conn: asyncpg.Connection, request_id: UUID, actor: str, reason: str | None, now: datetime
     ) -> None:
-        row = await self._open(conn, request_id, now, ("verified", "in_progress"), "complete")
+        row = await self._open(conn, request_id, now, "complete")
         waiting = await request_store.unconfirmed(conn, request_id)
         if waiting:
             raise Conflict(f"{waiting} downstream system(s) have not confirmed yet.", title="Systems pending")
-        await self._move(conn, request_id, "complete", "completed", actor, reason, now, row.request.status)
+        await self._transition(conn, row, "complete", actor, reason, now)
 
     async def confirm(
         self, conn: asyncpg.Connection, request_id: UUID, system_id: UUID, actor: str, now: datetime
@@ -308,13 +345,9 @@ class Desk:
         row = await request_store.get(conn, request_id, _today(now), lock=True)
         if row is None or await request_store.confirm_system(conn, request_id, system_id) is None:
             raise NotFound("No such request for this system.")
-        await self._record(
-            conn, request_id, "system_confirmed", row.request.status, row.request.status, actor, None, now
-        )
+        row = await self._transition(conn, row, "confirm_system", actor, None, now)
         if row.request.status == "in_progress" and not await request_store.unconfirmed(conn, request_id):
-            await self._move(
-                conn, request_id, "complete", "completed", "system", "every system confirmed", now
-            )
+            await self._transition(conn, row, "complete", "system", "every system confirmed", now)
 
     async def announce_deadlines(self, conn: asyncpg.Connection, now: datetime) -> int:
         """`request.due_soon` within the lead time, `request.overdue` the day after the due date: each once."""
@@ -340,17 +373,13 @@ class Desk:
         return deadlines.schedule(rules, request.type, request.region, received, identity), rules
 
     async def _open(
-        self, conn: asyncpg.Connection, request_id: UUID, now: datetime, allowed: tuple[str, ...], action: str
+        self, conn: asyncpg.Connection, request_id: UUID, now: datetime, step: str
     ) -> request_store.Row:
+        """The request, locked for the rest of the transaction, if `step` may start from where it is."""
         row = await request_store.get(conn, request_id, _today(now), lock=True)
         if row is None:
             raise NotFound("No such request.")
-        if row.request.status not in allowed:
-            raise Conflict(
-                f"A request that is `{row.request.status}` cannot be {action.rstrip('e')}ed "
-                f"(only one that is {' or '.join(f'`{s}`' for s in allowed)}).",
-                title="Illegal transition",
-            )
+        _check(row, step)
         return row
 
     async def subjects(self, conn: asyncpg.Connection, row: request_store.Row) -> list[UUID]:
@@ -359,90 +388,81 @@ class Desk:
             found.add(row.request.subject_id)
         return sorted(found)
 
-    async def _notify_systems(self, conn: asyncpg.Connection, request_id: UUID, now: datetime) -> bool:
-        row = await request_store.get(conn, request_id, _today(now))
-        assert row is not None
+    async def _notify_systems(
+        self, conn: asyncpg.Connection, row: request_store.Row, now: datetime
+    ) -> tuple[request_store.Row, bool]:
+        """Tell the downstream systems that handle the request's type: the row as it is then, and whether there
+        was any to tell."""
         targets = await system_store.handling(conn, row.request.type)
         if not targets:
-            return False
-        await request_store.notify_systems(conn, request_id, [t.system_id for t in targets])
+            return row, False
+        request = row.request
+        await request_store.notify_systems(conn, request.id, [t.system_id for t in targets])
         body = ActionRequested(
-            request_id=request_id,
-            type=row.request.type,
-            region=row.request.region,
-            due_at=row.request.due_at,
+            request_id=request.id,
+            type=request.type,
+            region=request.region,
+            due_at=request.due_at,
             identifiers=[{"type": k, "value": v} for k, v in request_store.open_identifiers(self.keys, row)],
-            confirm_url=f"/v1/requests/{request_id}/systems/{{system_id}}/confirm",
+            confirm_url=f"/v1/requests/{request.id}/systems/{{system_id}}/confirm",
         )
         event = outbox.sealed_event(
             self.keys,
-            f"request.{row.request.type}_requested",
+            f"request.{request.type}_requested",
             body,
             audience=[t.subscription_id for t in targets],
         )
         await outbox.append(conn, [event])
         names = ", ".join(t.name for t in targets)
-        await self._record(
-            conn, request_id, "systems_notified", row.request.status, row.request.status, "system", names, now
-        )
-        return True
+        return await self._transition(conn, row, "notify_systems", "system", names, now), True
 
-    async def _move(
+    async def _transition(
         self,
         conn: asyncpg.Connection,
-        request_id: UUID,
-        action: str,
-        to_status: str,
+        row: request_store.Row,
+        step_name: str,
         actor: str,
         reason: str | None,
         now: datetime,
-        from_status: str | None = None,
-    ) -> None:
-        if from_status is None:
-            row = await request_store.get(conn, request_id, _today(now))
-            assert row is not None
-            from_status = row.request.status
-        await request_store.set_status(conn, request_id, to_status)
-        await self._record(conn, request_id, action, from_status, to_status, actor, reason, now)
-
-    async def _record(
-        self,
-        conn: asyncpg.Connection,
-        request_id: UUID,
-        action: str,
-        from_status: str | None,
-        to_status: str,
-        actor: str,
-        reason: str | None,
-        now: datetime,
-    ) -> None:
-        """History row, audit entry, and an outbound event for the transitions subscribers follow."""
-        await request_store.add_history(conn, request_id, action, from_status, to_status, actor, reason)
-        row = await request_store.get(conn, request_id, _today(now))
-        assert row is not None
+    ) -> request_store.Row:
+        """Make a step of LIFECYCLE: the status, a history row, an audit entry and the event subscribers
+        follow. Returns the row as it now stands (a new value: a Row is immutable)."""
+        step = _check(row, step_name)
         request = row.request
-        payload = Transition(action, from_status, request_id, to_status, request.type)
-        await audit_store.append(
-            conn,
-            [
-                audit_store.entry(
-                    f"request.{action}", actor, payload, subject_id=request.subject_id, outcome=to_status
-                )
-            ],
+        from_status = request.status if step.from_states else None
+        if step.to is not None:
+            closed_at = await request_store.set_status(conn, request.id, step.to)
+            row = _with(row, status=step.to, closed_at=closed_at)
+            request = row.request
+        await request_store.add_history(
+            conn, request.id, step.action, from_status, request.status, actor, reason
         )
-        event_type = EVENT_OF.get(action)
-        if event_type is not None:
+        payload = TransitionEntry(step.action, from_status, request.id, request.status, request.type)
+        entry = audit_store.entry(
+            f"request.{step.action}", actor, payload, subject_id=request.subject_id, outcome=request.status
+        )
+        await audit_store.append(conn, [entry])
+        if step.event is not None:
             body = RequestEvent(
-                request_id, request.type, to_status, request.region, request.due_at, request.subject_id
+                request.id, request.type, request.status, request.region, request.due_at, request.subject_id
             )
-            await outbox.append(conn, [outbox.event(event_type, body)])
+            await outbox.append(conn, [outbox.event(step.event, body)])
+        return row
 
 
-# Transitions announced to subscribers (webhooks/types.py EVENT_TYPES).
-EVENT_OF = {
-    "received": "request.received",
-    "verify": "request.verified",
-    "complete": "request.completed",
-    "reject": "request.rejected",
-    "extend": "request.extended",
-}
+def _check(row: request_store.Row, step_name: str) -> Step:
+    """The step, if the request may make it from its status; Conflict (an illegal transition) if not."""
+    step = LIFECYCLE[step_name]
+    status = row.request.status
+    if step.from_states and status not in step.from_states:
+        allowed = " or ".join(f"`{s}`" for s in step.from_states)
+        raise Conflict(
+            f"A request that is `{status}` cannot be {step.action.rstrip('e')}ed (only one that is {allowed}).",
+            title="Illegal transition",
+        )
+    return step
+
+
+def _with(row: request_store.Row, **changes: object) -> request_store.Row:
+    """The row with its request's fields changed (what a write just stored)."""
+    return msgspec.structs.replace(row, request=msgspec.structs.replace(row.request, **changes))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 from uuid import UUID
@@ -67,6 +68,15 @@ async def _view(pool: asyncpg.Pool, keys: crypto.Keys, request_id: UUID) -> Subj
     if found is None:
         raise NotFound("No such request.")
     return found
+
+
+async def _acted(
+    pool: asyncpg.Pool, desk: Desk, request_id: UUID, act: Callable[[asyncpg.Connection], Awaitable[None]]
+) -> SubjectRequest:
+    """A desk action in its own transaction, then the request as it now stands."""
+    async with pool.acquire() as conn, conn.transaction():
+        await act(conn)
+    return await _view(pool, desk.keys, request_id)
 
 
 class RequestController(Controller):
@@ -157,11 +167,14 @@ class RequestController(Controller):
         pool: NamedDependency[asyncpg.Pool],
         desk: NamedDependency[Desk],
     ) -> SubjectRequest:
-        async with pool.acquire() as conn, conn.transaction():
-            await desk.verify(
+        return await _acted(
+            pool,
+            desk,
+            request_id,
+            lambda conn: desk.verify(
                 conn, request_id, request.state.api_key_id, data.reason, data.verified_at, _now()
-            )
-        return await _view(pool, desk.keys, request_id)
+            ),
+        )
 
     @post(
         "/{request_id:uuid}/extend",
@@ -179,9 +192,12 @@ class RequestController(Controller):
         pool: NamedDependency[asyncpg.Pool],
         desk: NamedDependency[Desk],
     ) -> SubjectRequest:
-        async with pool.acquire() as conn, conn.transaction():
-            await desk.extend(conn, request_id, request.state.api_key_id, data.reason, _now())
-        return await _view(pool, desk.keys, request_id)
+        return await _acted(
+            pool,
+            desk,
+            request_id,
+            lambda conn: desk.extend(conn, request_id, request.state.api_key_id, data.reason, _now()),
+        )
 
     @post(
         "/{request_id:uuid}/reject",
@@ -199,9 +215,12 @@ class RequestController(Controller):
         pool: NamedDependency[asyncpg.Pool],
         desk: NamedDependency[Desk],
     ) -> SubjectRequest:
-        async with pool.acquire() as conn, conn.transaction():
-            await desk.reject(conn, request_id, request.state.api_key_id, data.reason, _now())
-        return await _view(pool, desk.keys, request_id)
+        return await _acted(
+            pool,
+            desk,
+            request_id,
+            lambda conn: desk.reject(conn, request_id, request.state.api_key_id, data.reason, _now()),
+        )
 
     @post(
         "/{request_id:uuid}/complete",
@@ -219,9 +238,12 @@ class RequestController(Controller):
         pool: NamedDependency[asyncpg.Pool],
         desk: NamedDependency[Desk],
     ) -> SubjectRequest:
-        async with pool.acquire() as conn, conn.transaction():
-            await desk.complete(conn, request_id, request.state.api_key_id, data.reason, _now())
-        return await _view(pool, desk.keys, request_id)
+        return await _acted(
+            pool,
+            desk,
+            request_id,
+            lambda conn: desk.complete(conn, request_id, request.state.api_key_id, data.reason, _now()),
+        )
 
     @get(
         "/{request_id:uuid}/export",

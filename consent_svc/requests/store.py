@@ -47,10 +47,13 @@ SELECT at, action, from_status, to_status, actor, reason FROM request_history WH
 UPDATE_STATUS = """
 UPDATE requests SET status = $2, closed_at = CASE WHEN $2 IN ('completed', 'rejected') THEN now() END
 WHERE request_id = $1
+RETURNING closed_at
 """
+# The status moves with the transition that follows (desk.LIFECYCLE "verify").
 UPDATE_VERIFIED = """
-UPDATE requests SET status = 'verified', verified_at = $2, clock_start = $3, due_at = $4, subject_id = coalesce($5, subject_id)
+UPDATE requests SET verified_at = $2, clock_start = $3, due_at = $4, subject_id = coalesce($5, subject_id)
 WHERE request_id = $1
+RETURNING subject_id
 """
 UPDATE_EXTENDED = "UPDATE requests SET extended = true, due_at = $2 WHERE request_id = $1"
 DESTROY_REQUEST_KEY = """
@@ -148,8 +151,33 @@ def _row(row: asyncpg.Record, today: date) -> Row:
     )
 
 
-async def insert(conn: asyncpg.Connection, values: tuple) -> None:
-    await conn.execute(INSERT_REQUEST, *values)
+class NewRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A request as intake stores it: identifiers and details already sealed under its own data key."""
+
+    request_id: UUID
+    type: str
+    status: str
+    region: str
+    regime: str
+    policy_version: str
+    channel: str
+    lookup_hashes: list[bytes]
+    subject_id: UUID | None
+    wrapped_key: bytes
+    master_key_id: str
+    identifiers_enc: bytes
+    details_enc: bytes | None
+    appeals: UUID | None
+    received_at: datetime
+    clock_start: date
+    due_at: date
+    acknowledge_by: date | None
+    created_by: str
+
+
+async def insert(conn: asyncpg.Connection, new: NewRequest) -> None:
+    """In INSERT_REQUEST's column order, which is NewRequest's field order."""
+    await conn.execute(INSERT_REQUEST, *msgspec.structs.astuple(new))
 
 
 async def get(conn: asyncpg.Connection, request_id: UUID, today: date, lock: bool = False) -> Row | None:
@@ -208,8 +236,9 @@ async def add_history(
     return await conn.fetchval(INSERT_HISTORY, request_id, action, from_status, to_status, actor, reason)
 
 
-async def set_status(conn: asyncpg.Connection, request_id: UUID, status: str) -> None:
-    await conn.execute(UPDATE_STATUS, request_id, status)
+async def set_status(conn: asyncpg.Connection, request_id: UUID, status: str) -> datetime | None:
+    """The request's closing time, if the status closes it."""
+    return await conn.fetchval(UPDATE_STATUS, request_id, status)
 
 
 async def set_verified(
@@ -219,8 +248,9 @@ async def set_verified(
     clock_start: date,
     due_at: date,
     subject_id: UUID | None,
-) -> None:
-    await conn.execute(UPDATE_VERIFIED, request_id, verified_at, clock_start, due_at, subject_id)
+) -> UUID | None:
+    """The request's subject, as it now stands."""
+    return await conn.fetchval(UPDATE_VERIFIED, request_id, verified_at, clock_start, due_at, subject_id)
 
 
 async def set_extended(conn: asyncpg.Connection, request_id: UUID, due_at: date) -> None:
