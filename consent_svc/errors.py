@@ -18,6 +18,8 @@ from litestar.plugins.problem_details import (
     ProblemDetailsPlugin,
 )
 
+from consent_svc.exceptions import Absent, Conflicting, Erased, FieldError, Invalid, ServiceError, Unrecorded
+
 log = logging.getLogger("consent_svc.errors")
 
 PROBLEM_JSON = "application/problem+json"
@@ -25,11 +27,6 @@ PROBLEM_JSON = "application/problem+json"
 # Far enough from datetime's limits that no UTC offset overflows, wide enough for any real consent.
 MIN_YEAR, MAX_YEAR = 1900, 9000
 OUT_OF_RANGE = f"must be between the years {MIN_YEAR} and {MAX_YEAR}"
-
-
-class FieldError(msgspec.Struct, frozen=True):
-    field: str
-    message: str
 
 
 def out_of_range(instants: Iterable[tuple[str, datetime | None]]) -> list[FieldError]:
@@ -126,19 +123,19 @@ U = TypeVar("U")
 
 
 def each_valid(items: Iterable[T], prepare: Callable[[int, T], U], consequence: str) -> list[U]:
-    """prepare(i, item) for every item of a batch, or one InvalidInput naming up to MAX_ERRORS_REPORTED bad
-    fields of them all (`consequence`: what did not happen, e.g. "nothing was stored")."""
+    """prepare(i, item) for every item of a batch, or one Invalid naming up to MAX_ERRORS_REPORTED bad fields of
+    them all (`consequence`: what did not happen, e.g. "nothing was stored")."""
     prepared, errors = [], []
     for i, item in enumerate(items):
         try:
             prepared.append(prepare(i, item))
-        except InvalidInput as exc:
-            errors.extend(FieldError(**e) for e in exc.extra["errors"])
+        except Invalid as exc:
+            errors.extend(exc.errors)
             if len(errors) >= MAX_ERRORS_REPORTED:
                 break
     if errors:
         shown = errors[:MAX_ERRORS_REPORTED]
-        raise InvalidInput(
+        raise Invalid(
             f"{len(shown)} problem(s) in the batch; {consequence}. First: {shown[0].field}: {shown[0].message}",
             errors=shown,
         )
@@ -252,6 +249,34 @@ def _from_http(exc: HTTPException) -> ProblemDetailsException:
     )
 
 
+# Each kind of domain refusal and the problem it is answered with: the one place a domain error gets its status.
+PROBLEM_OF: dict[type[ServiceError], type[ProblemError]] = {
+    Invalid: InvalidInput,
+    Absent: NotFound,
+    Conflicting: Conflict,
+    Erased: Gone,
+    Unrecorded: Unavailable,
+}
+
+
+def as_problem(exc: ServiceError) -> ProblemError:
+    """The problem a domain refusal is answered with (pages that show it in place use this too)."""
+    problem = next(PROBLEM_OF[kind] for kind in type(exc).__mro__ if kind in PROBLEM_OF)
+    if problem is Unavailable:
+        return Unavailable(exc.detail)
+    return problem(
+        exc.detail, title=exc.title if exc.title != exc.default_title else None, errors=exc.errors or None
+    )
+
+
+# What a page that shows a refusal in place catches: the edge's own problems and the domains' refusals.
+REFUSALS = (ProblemError, ServiceError)
+
+
+def problem_of(exc: ProblemError | ServiceError) -> ProblemError:
+    return as_problem(exc) if isinstance(exc, ServiceError) else exc
+
+
 def _from_database_down(exc: Exception) -> ProblemDetailsException:
     log.warning("database unavailable: %s", type(exc).__name__)
     return Unavailable("The database is unavailable; retry shortly")
@@ -301,6 +326,7 @@ def problem_plugin() -> ProblemDetailsPlugin:
         HTTPException: _from_http,
         msgspec.DecodeError: _from_decode,
         msgspec.ValidationError: _from_decode,
+        ServiceError: as_problem,
     }
     mapping.update({exc: _from_database_down for exc in DATABASE_DOWN})
     mapping.update({exc: _from_database_refusal for exc in DATABASE_REFUSAL})

@@ -37,6 +37,7 @@ LAYERS: list[dict[str, list[str]]] = [
             "health",
             "outbox",
             "signing",
+            "exceptions",
         ]
     },
     # the audit trail: stored with core's db/ids/crypto, so a floor of its own above core, below every domain that writes to it

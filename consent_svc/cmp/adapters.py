@@ -20,7 +20,7 @@ from consent_svc.cmp.types import (
     TcfStringEvent,
 )
 from consent_svc.consents.types import ConsentBatch, Notice, Source, Status
-from consent_svc.errors import FieldError, InvalidInput
+from consent_svc.exceptions import FieldError, Invalid
 from consent_svc.policies.types import Policies
 
 # GPP opt-out fields: 1 opted out, 2 did not opt out (a choice to allow), 0 not applicable.
@@ -43,8 +43,8 @@ def records_of(
     raise AssertionError(f"no adapter for {type(event).__name__}")
 
 
-def _invalid(field: str, exc: DecodeError, title: str) -> InvalidInput:
-    return InvalidInput(f"{field}: {exc}", errors=[FieldError(field, str(exc))], title=title)
+def _invalid(field: str, exc: DecodeError, title: str) -> Invalid:
+    return Invalid(f"{field}: {exc}", errors=[FieldError(field, str(exc))], title=title)
 
 
 def _tcf(event: TcfStringEvent, source: str, policies: Policies) -> ConsentBatch:
@@ -69,9 +69,7 @@ def _tcf(event: TcfStringEvent, source: str, policies: Policies) -> ConsentBatch
 
 def _tcf_choices(decoded: tcf.TCString, policies: Policies) -> dict[str, Status]:
     if policies.tcf is None:
-        raise InvalidInput(
-            "This policy set maps no TCF purposes (policies/tcf.toml)", title="TCF not configured"
-        )
+        raise Invalid("This policy set maps no TCF purposes (policies/tcf.toml)", title="TCF not configured")
     consented = set(decoded.PurposesConsent) | ({1} if decoded.PurposeOneTreatment else set())
     return {
         entry.purpose: "granted" if set(entry.tcf_purposes) <= consented else "denied"
@@ -87,15 +85,13 @@ def _gpp(event: GppStringEvent, source: str, default_region: str | None, policie
         raise _invalid("data.gpp_string", exc, "Invalid GPP string") from None
     region = data.region or default_region
     if region is None:
-        raise InvalidInput(
+        raise Invalid(
             "data.region: required, since the source has no default_region",
             errors=[FieldError("data.region", "required: the source has no default_region")],
         )
     mapping = policies.gpp
     if mapping is None:
-        raise InvalidInput(
-            "This policy set maps no GPP sections (policies/gpp.toml)", title="GPP not configured"
-        )
+        raise Invalid("This policy set maps no GPP sections (policies/gpp.toml)", title="GPP not configured")
     sections = decoded.sections
     choices: dict[str, Status] = {}
     if "tcfeuv2" in sections:

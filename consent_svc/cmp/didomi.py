@@ -10,7 +10,7 @@ from __future__ import annotations
 from consent_svc.cmp import records
 from consent_svc.cmp.types import DidomiEventCreated, DidomiEventUpdated
 from consent_svc.consents.types import ConsentBatch, Identifier, Source, Status, SubjectIdentifiers
-from consent_svc.errors import FieldError, InvalidInput
+from consent_svc.exceptions import FieldError, Invalid
 from consent_svc.policies.load import canonical_region
 from consent_svc.policies.types import Policies
 
@@ -23,15 +23,15 @@ def to_batch(
 ) -> ConsentBatch:
     mapping = policies.didomi
     if mapping is None:
-        raise InvalidInput(
+        raise Invalid(
             "This policy set maps no Didomi purposes (policies/didomi.toml)", title="Didomi not configured"
         )
     entity = event.parameters.new_entity if isinstance(event, DidomiEventUpdated) else event.parameters.entity
     field = "parameters.new_entity" if isinstance(event, DidomiEventUpdated) else "parameters.entity"
     if entity is None:
-        raise InvalidInput(f"{field}: required", errors=[FieldError(field, "required")])
+        raise Invalid(f"{field}: required", errors=[FieldError(field, "required")])
     if entity.created_at is None:
-        raise InvalidInput(
+        raise Invalid(
             f"{field}.created_at: required (when the choice was made)",
             errors=[FieldError(f"{field}.created_at", "required")],
         )
@@ -45,13 +45,13 @@ def to_batch(
         if value
     ]
     if not identifiers:
-        raise InvalidInput(
+        raise Invalid(
             f"{field}.user: neither id nor organization_user_id",
             errors=[FieldError(f"{field}.user", "no identifier")],
         )
     region = _region(user.country, user.region) or default_region
     if region is None:
-        raise InvalidInput(
+        raise Invalid(
             f"{field}.user.country: required, since the source has no default_region",
             errors=[FieldError(f"{field}.user.country", "required")],
         )
@@ -67,7 +67,7 @@ def to_batch(
         if p.enabled is not None and p.id in mapping.purposes
     }
     if not choices:
-        raise InvalidInput(
+        raise Invalid(
             f"{field}.consents.purposes: no choice for a purpose mapped in policies/didomi.toml",
             errors=[FieldError(f"{field}.consents.purposes", "no mapped choice")],
         )

@@ -23,7 +23,8 @@ from consent_svc.audit import store as audit_store
 from consent_svc.cmp import adapters, sources
 from consent_svc.cmp.types import SOURCE_NAME, DidomiEvent, InboundEvent
 from consent_svc.consents.ledger import RecordRules, prepare_batch, record_batch
-from consent_svc.errors import FieldError, Forbidden, InvalidInput, SignatureRefused
+from consent_svc.errors import Forbidden, SignatureRefused
+from consent_svc.exceptions import FieldError, Invalid
 from consent_svc.policies.types import Policies
 
 log = logging.getLogger("consent_svc.cmp")
@@ -73,15 +74,13 @@ async def receive(
     except signing.SignatureError as exc:
         raise refused(exc.code, source) from None
     if len(message_id) > 255:
-        raise InvalidInput(
-            "webhook-id: at most 255 characters", errors=[FieldError("webhook-id", "too long")]
-        )
+        raise Invalid("webhook-id: at most 255 characters", errors=[FieldError("webhook-id", "too long")])
     if found.disabled:
         REFUSED.add(1, {"reason": "source_disabled"})
         raise Forbidden(f"Source `{source}` is disabled.", title="Source disabled")
     event = DECODE.decode(body)  # 400 (not JSON) or 422 naming the field, as for every body
     if isinstance(event, DidomiEvent) and found.kind != "didomi":
-        raise InvalidInput(
+        raise Invalid(
             f"type: `{event.__struct_config__.tag}` is Didomi's format; this source is of kind `{found.kind}`",
             errors=[FieldError("type", "Didomi's format: register the source with kind `didomi`")],
         )

@@ -13,7 +13,8 @@ from consent_svc.cmp import inbound, sources
 from consent_svc.cmp.types import SOURCE_NAME, CmpSource, InboundEvent, SourceIn, SourceSecret
 from consent_svc.consents.ledger import RecordRules
 from consent_svc.consents.types import BatchReceipt
-from consent_svc.errors import Conflict, FieldError, InvalidInput, NotFound, problem_responses
+from consent_svc.errors import Conflict, InvalidInput, NotFound, problem_responses
+from consent_svc.exceptions import FieldError
 from consent_svc.openapi import documented, header, inline_schema
 from consent_svc.policies.load import canonical_region
 from consent_svc.policies.types import Policies

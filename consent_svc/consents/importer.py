@@ -16,7 +16,7 @@ from consent_svc.audit.store import SYSTEM
 from consent_svc.consents.ledger import RecordRules, prepare_record, record_batch
 from consent_svc.consents.store import PreparedRecord
 from consent_svc.consents.types import BatchReceipt, ConsentRecordIn
-from consent_svc.errors import Conflict, InvalidInput
+from consent_svc.exceptions import Conflicting, Invalid
 from consent_svc.policies.load import load_policies
 from consent_svc.settings import Settings
 
@@ -135,14 +135,14 @@ async def run(settings: Settings, keys: crypto.Keys, path: Path, fmt: str) -> di
         try:
             _, body, _ = await record_batch(pool, keys, [p for _, p in chunk], SYSTEM)
             results = [msgspec.json.decode(body, type=BatchReceipt)]
-        except Conflict:
+        except Conflicting:
             # Find the lines that conflict: store the chunk one record at a time.
             results = []
             for number, prepared in chunk:
                 try:
                     _, body, _ = await record_batch(pool, keys, [prepared], SYSTEM)
                     results.append(msgspec.json.decode(body, type=BatchReceipt))
-                except Conflict as exc:
+                except Conflicting as exc:
                     reject(number, exc.detail)
         for receipt in results:
             accepted += len(receipt.records)
@@ -167,8 +167,8 @@ async def run(settings: Settings, keys: crypto.Keys, path: Path, fmt: str) -> di
                     continue
                 try:
                     chunk.append((number, prepare_record(item, rules, now)))
-                except InvalidInput as exc:
-                    reject(number, "; ".join(f"{e['field']}: {e['message']}" for e in exc.extra["errors"]))
+                except Invalid as exc:
+                    reject(number, "; ".join(f"{e.field}: {e.message}" for e in exc.errors))
                 if len(chunk) >= CHUNK:
                     await flush()
                     now = datetime.now(UTC)

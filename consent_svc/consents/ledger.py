@@ -14,14 +14,8 @@ from consent_svc.audit import store as audit_store
 from consent_svc.consents.identity import IdentifierError, SubjectConflict, normalize
 from consent_svc.consents.store import PreparedRecord, SubjectErased, insert_records, source_id
 from consent_svc.consents.types import BatchReceipt, ConsentBatch, ConsentRecordIn, Identifier, Source, Status
-from consent_svc.errors import (
-    Conflict,
-    FieldError,
-    InvalidInput,
-    Unavailable,
-    each_valid,
-    out_of_range,
-)
+from consent_svc.errors import each_valid, out_of_range
+from consent_svc.exceptions import Conflicting, FieldError, Invalid, Unrecorded
 from consent_svc.policies.load import UNKNOWN_REGION, canonical_region
 from consent_svc.policies.types import Policies
 from consent_svc.settings import Settings
@@ -86,11 +80,11 @@ def hash_typed(kind: str, value: str, lookup_hash: crypto.LookupHasher) -> tuple
 def prepare_record(
     record: ConsentRecordIn, rules: RecordRules, now: datetime, where: str = ""
 ) -> PreparedRecord:
-    """Normalize and check one record; InvalidInput naming every bad field (prefixed by `where`)."""
+    """Normalize and check one record; Invalid naming every bad field (prefixed by `where`)."""
     errors: list[FieldError] = []
     instants = [(f"{where}collected_at", record.collected_at), (f"{where}expires_at", record.expires_at)]
     if out := out_of_range(instants):
-        raise InvalidInput(f"{out[0].field}: out of range", errors=out[:1])
+        raise Invalid(f"{out[0].field}: out of range", errors=out[:1])
     if record.purpose not in rules.purposes:
         errors.append(
             FieldError(f"{where}purpose", f"unknown purpose `{record.purpose}` (see GET /v1/purposes)")
@@ -107,7 +101,7 @@ def prepare_record(
     )
     errors.extend(id_errors)
     if errors:
-        raise InvalidInput(errors=errors)
+        raise Invalid(errors=errors)
     return prepared(
         identifiers,
         record.purpose,
@@ -191,10 +185,10 @@ async def record_batch(
             # A concurrent batch linked the same new identifier or stored the same record first: the
             # retry sees its work and builds on it.
             if attempt == RACE_RETRIES - 1:
-                raise Unavailable("Concurrent writes for the same subjects kept colliding; retry") from None
+                raise Unrecorded("Concurrent writes for the same subjects kept colliding; retry") from None
         except SubjectConflict as exc:
             where = " and ".join(f"records[{i}]" for i in exc.indexes)
-            raise Conflict(
+            raise Conflicting(
                 f"{where}: identifiers belong to two different subjects ({', '.join(map(str, exc.subjects))}); "
                 "subjects are not merged",
                 title="Identifiers belong to different subjects",
@@ -207,5 +201,5 @@ async def record_batch(
                 ],
             ) from None
         except SubjectErased:
-            raise Conflict("A record names an erased subject", title="Subject erased") from None
+            raise Conflicting("A record names an erased subject", title="Subject erased") from None
     raise AssertionError("unreachable")

@@ -23,7 +23,8 @@ from consent_svc.consents.types import (
     SubjectIdentifiers,
     SubjectView,
 )
-from consent_svc.errors import Conflict, FieldError, InvalidInput, NotFound, ProblemError, problem_responses
+from consent_svc.errors import Conflict, InvalidInput, NotFound, ProblemError, problem_responses
+from consent_svc.exceptions import FieldError
 
 
 class ConsentController(Controller):

@@ -21,7 +21,7 @@ from consent_svc import crypto
 from consent_svc.audit import store as audit_store
 from consent_svc.console import dashboard, users
 from consent_svc.console.session import COOKIE
-from consent_svc.errors import ProblemError
+from consent_svc.errors import REFUSALS, ProblemError, problem_of
 from consent_svc.requests import documents, verification
 from consent_svc.requests import store as request_store
 from consent_svc.requests.desk import Desk
@@ -219,7 +219,8 @@ class ConsoleController(Controller):
                     await desk.complete(conn, request_id, actor, reason, now())
                 else:
                     raise ProblemError("A reason is needed." if action in ACTIONS else "Unknown action.")
-        except ProblemError as exc:
+        except REFUSALS as refused:
+            exc = problem_of(refused)
             return await _requestpage(pool, keys, settings, user, request_id, exc.status_code, exc.detail)
         return Redirect(f"/console/requests/{request_id}", status_code=303)
 

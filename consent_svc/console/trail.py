@@ -20,8 +20,8 @@ from litestar.response import Redirect, Stream, Template
 
 from consent_svc import crypto
 from consent_svc.audit import store as audit_store
+from consent_svc.audit.export import Export, csv_lines, ndjson_lines
 from consent_svc.audit.integrator import Integrator
-from consent_svc.audit.routes import Export, csv_lines, ndjson_lines
 from consent_svc.audit.store import AuditFilter
 from consent_svc.audit.verify import verify
 from consent_svc.consents import store as consent_store

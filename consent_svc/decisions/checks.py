@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from consent_svc.consents.ledger import RecordRules, default_country, hash_identifiers
 from consent_svc.decisions.types import CheckRequest, CheckRow, ReplayRequest
-from consent_svc.errors import FieldError, InvalidInput, each_valid
+from consent_svc.errors import each_valid
+from consent_svc.exceptions import FieldError, Invalid
 from consent_svc.policies.load import UNKNOWN_REGION, canonical_region
 
 
 def prepare(
     request: CheckRequest | ReplayRequest, rules: RecordRules, api_key_id: str, item: int | None = None
 ) -> CheckRow:
-    """InvalidInput (422) naming each bad field (under `items[i].` for a batch item); an unknown subject is
+    """Invalid (422) naming each bad field (under `items[i].` for a batch item); an unknown subject is
     not an error."""
     region = canonical_region(request.region) if request.region is not None else UNKNOWN_REGION
     hashes: list[bytes] = []
@@ -28,7 +29,7 @@ def prepare(
     if errors:
         where = "" if item is None else f"items[{item}]."
         errors = [FieldError(where + e.field, e.message) for e in errors]
-        raise InvalidInput(f"{errors[0].field}: {errors[0].message}", errors=errors)
+        raise Invalid(f"{errors[0].field}: {errors[0].message}", errors=errors)
     return CheckRow(hashes, request.subject.id, request.purpose, region, request.context, api_key_id)
 
 

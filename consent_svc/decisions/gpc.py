@@ -24,7 +24,7 @@ from consent_svc.decisions import store
 from consent_svc.decisions.engine import Rulebook
 from consent_svc.decisions.live import DATABASE_ERRORS
 from consent_svc.decisions.types import Check, CheckRow, Decision
-from consent_svc.errors import ProblemError
+from consent_svc.exceptions import ServiceError
 
 log = logging.getLogger("consent_svc.decisions")
 
@@ -98,7 +98,7 @@ class GpcRecorder:
             ]
             if records:
                 await record_batch(pool, self.keys, records, audit_store.SYSTEM)
-        except (*DATABASE_ERRORS, ProblemError) as exc:
+        except (*DATABASE_ERRORS, ServiceError) as exc:
             log.warning("GPC opt-out not recorded, the next signal will: %s", type(exc).__name__)
 
     async def close(self) -> None:

@@ -13,24 +13,24 @@ from consent_svc.audit import store as audit_store
 from consent_svc.decisions import store
 from consent_svc.decisions.engine import Rulebook
 from consent_svc.decisions.types import Check, Decision, PolicyRef
-from consent_svc.errors import Conflict, FieldError, Unavailable
+from consent_svc.exceptions import Conflicting, FieldError, Unrecorded
 
 # A lost or refused database: the decision cannot be recorded, so it is not given (503).
 DATABASE_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
-def two_subjects(items: list[int]) -> Conflict:
+def two_subjects(items: list[int]) -> Conflicting:
     """`items`: the batch items in conflict (none for a single check)."""
     where = ", ".join(f"items[{i}]" for i in items)
-    return Conflict(
+    return Conflicting(
         f"{where + ': ' if where else ''}the identifiers belong to different subjects; check each subject on its own",
         title="Identifiers belong to different subjects",
         errors=[FieldError(f"items[{i}].subject.identifiers", "names two subjects") for i in items],
     )
 
 
-def unrecorded() -> Unavailable:
-    return Unavailable("The decision could not be recorded, so it is not given; retry shortly.")
+def unrecorded() -> Unrecorded:
+    return Unrecorded("The decision could not be recorded, so it is not given; retry shortly.")
 
 
 def policy_refs(rulebook: Rulebook) -> dict[str, PolicyRef]:
@@ -46,7 +46,7 @@ async def decide_and_record(
     all_or_nothing: bool = False,
 ) -> None:
     """Set each check's decision, recorded; a check whose identifiers name two subjects is left in conflict
-    and undecided (with all_or_nothing: a Conflict is raised, and nothing recorded). Raises DATABASE_ERRORS
+    and undecided (with all_or_nothing: Conflicting is raised, and nothing recorded). Raises DATABASE_ERRORS
     when nothing could be recorded."""
     needed = [rulebook.purposes_needed(c.row.purpose, c.row.context) for c in checks]
     async with pool.acquire() as conn:

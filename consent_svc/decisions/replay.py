@@ -15,7 +15,8 @@ from consent_svc.decisions import checks, store
 from consent_svc.decisions.engine import Rulebook
 from consent_svc.decisions.live import two_subjects
 from consent_svc.decisions.types import PolicyRef, ReplayedDecision, ReplayRequest
-from consent_svc.errors import InvalidInput, NotFound, out_of_range
+from consent_svc.errors import out_of_range
+from consent_svc.exceptions import Absent, Invalid
 from consent_svc.policies import store as policy_store
 from consent_svc.policies.load import build_policies
 
@@ -24,7 +25,7 @@ async def replay(
     pool: asyncpg.Pool, current: Rulebook, rules: RecordRules, request: ReplayRequest, api_key_id: str
 ) -> ReplayedDecision:
     if errors := out_of_range([("at", request.at)]):
-        raise InvalidInput(errors=errors)
+        raise Invalid(errors=errors)
     at = request.at.astimezone(UTC)  # dated rules start on UTC days, as for live checks
     row = checks.prepare(request, rules, api_key_id)
     async with pool.acquire() as conn:
@@ -38,7 +39,7 @@ async def replay(
         needed = rulebook.purposes_needed(row.purpose, row.context)
         held = await store.states_at(conn, subject_id, needed, at, request.as_known) if subject_id else {}
     if row.purpose not in rulebook.policies.purpose_ids:
-        raise InvalidInput(f"purpose: `{row.purpose}` is not in policy version {rulebook.version}")
+        raise Invalid(f"purpose: `{row.purpose}` is not in policy version {rulebook.version}")
     outcome = rulebook.decide(row.region, row.purpose, row.context, held, at)
     body = {
         "as_known": request.as_known,
@@ -77,9 +78,7 @@ async def _rulebook_for(
         return current
     files = await policy_store.files_of(conn, version)
     if files is None:
-        raise NotFound(
-            f"No policy version `{version}` was ever loaded (GET /v1/policies/versions lists them)."
-        )
+        raise Absent(f"No policy version `{version}` was ever loaded (GET /v1/policies/versions lists them).")
     return _stored_rulebook(version, tuple(sorted(files.items())))
 
 

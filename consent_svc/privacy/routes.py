@@ -29,7 +29,7 @@ from consent_svc.consents.types import (
     Source,
     SubjectIdentifiers,
 )
-from consent_svc.errors import ProblemError
+from consent_svc.errors import REFUSALS, ProblemError, problem_of
 from consent_svc.policies.load import canonical_region
 from consent_svc.policies.types import Policies
 from consent_svc.privacy import preferences
@@ -160,7 +160,8 @@ class PrivacyCenterController(Controller):
                 region=data.region[:6] or "ZZ",
             )
             accepted = await public.submit(pool, keys, desk, settings, ask, public.client_address(request))
-        except ProblemError as exc:
+        except REFUSALS as refused:
+            exc = problem_of(refused)
             return _page(back, request, settings, exc.status_code, error=_plain(exc))
         return Redirect(f"/privacy/requests/{accepted.id}", status_code=303)
 
@@ -190,7 +191,8 @@ class PrivacyCenterController(Controller):
             confirmed = await public.confirm(
                 pool, keys, desk, settings, request_id, data.code[:32] or "-", public.client_address(request)
             )
-        except ProblemError as exc:
+        except REFUSALS as refused:
+            exc = problem_of(refused)
             return await _status_page(request, pool, keys, settings, request_id, exc.status_code, _plain(exc))
         response = Redirect(f"/privacy/requests/{request_id}", status_code=303)
         if confirmed.type in EXPORTABLE:
@@ -242,7 +244,8 @@ class PrivacyCenterController(Controller):
                 ],
                 now,
             )
-        except ProblemError as exc:
+        except REFUSALS as refused:
+            exc = problem_of(refused)
             return _page(
                 "privacy/preferences_start.html", request, settings, exc.status_code, error=_plain(exc)
             )
@@ -288,7 +291,7 @@ class PrivacyCenterController(Controller):
                 if refusals:
                     try:
                         await _record(pool, keys, rules, settings, session, refusals, "gpc_signal")
-                    except ProblemError:
+                    except REFUSALS:
                         pass  # an erased person: the choices page says so when they act
             return Redirect("/privacy/preferences/choices", status_code=303)
         error = (
@@ -346,7 +349,8 @@ class PrivacyCenterController(Controller):
         if changes:
             try:
                 await _record(pool, keys, rules, settings, session, changes, "form")
-            except ProblemError as exc:
+            except REFUSALS as refused:
+                exc = problem_of(refused)
                 # 409: the identifier belongs to a person erased at their request; they are not brought back.
                 error = ERASED if exc.status_code == 409 else _plain(exc)
                 return await _choices_page(
@@ -366,7 +370,7 @@ async def _status_page(
 ) -> Template:
     try:
         found = await public.status(pool, request_id)
-    except ProblemError:
+    except REFUSALS:
         return _page("privacy/index.html", request, settings, 404, error="We could not find that request.")
     export = None
     token = request.cookies.get(EXPORT_COOKIE, "")[:100]

@@ -24,7 +24,7 @@ from consent_svc.consents import store as consent_store
 from consent_svc.consents.ledger import RecordRules, hash_identifiers, prepare_batch
 from consent_svc.consents.types import ConsentBatch, ConsentRecordIn, Source, SubjectIdentifiers
 from consent_svc.consents.types import Identifier as IdentifierIn
-from consent_svc.errors import Conflict, FieldError, InvalidInput, NotFound
+from consent_svc.exceptions import Absent, Conflicting, FieldError, Invalid
 from consent_svc.policies.load import canonical_region
 from consent_svc.policies.types import DsarRules, Policies
 from consent_svc.requests import deadlines
@@ -138,16 +138,14 @@ class Desk:
                 FieldError(field, "an `appeal` names the request it appeals in `appeals`, and only it")
             )
         if errors:
-            raise InvalidInput(f"{errors[0].field}: {errors[0].message}", errors=errors)
+            raise Invalid(f"{errors[0].field}: {errors[0].message}", errors=errors)
         assert region is not None
         if data.appeals is not None:
             appealed = await request_store.get(conn, data.appeals, _today(now))
             if appealed is None:
-                raise InvalidInput(
-                    "appeals: no such request", errors=[FieldError("appeals", "no such request")]
-                )
+                raise Invalid("appeals: no such request", errors=[FieldError("appeals", "no such request")])
             if appealed.request.status not in CLOSED:
-                raise Conflict("The appealed request is still open: an appeal is against its outcome.")
+                raise Conflicting("The appealed request is still open: an appeal is against its outcome.")
 
         hashes = sorted({h for (_, _, h) in hashed})
         repeated = await request_store.recent_same(
@@ -253,7 +251,7 @@ class Desk:
         request = row.request
         verified_at = verified_at or now
         if verified_at > now + self.rules.clock_skew or verified_at < request.received_at:
-            raise InvalidInput(
+            raise Invalid(
                 "verified_at: must lie between the request's receipt and now",
                 errors=[FieldError("verified_at", "must lie between the request's receipt and now")],
             )
@@ -308,16 +306,16 @@ class Desk:
         row = await self._open(conn, request_id, now, "extend")
         request = row.request
         if request.extended:
-            raise Conflict("This request was extended already; the law allows one extension.")
+            raise Conflicting("This request was extended already; the law allows one extension.")
         identity = _today(request.verified_at) if request.verified_at else None
         plan, rules = self._plan(request, identity)
         if plan.extension is None:
-            raise Conflict(
+            raise Conflicting(
                 f"The law of {request.region} ({request.regime}) allows no extension.", title="No extension"
             )
         if _today(now) > request.due_at:
             # GDPR 12(3), CCPA regs 7021(b): the person is told of the extension within the first period.
-            raise Conflict(
+            raise Conflicting(
                 "The first period is over: an extension must be given within it.", title="Too late"
             )
         due = deadlines.extended_due(plan, request.region, rules.weekend_rollover)
@@ -336,7 +334,9 @@ class Desk:
         row = await self._open(conn, request_id, now, "complete")
         waiting = await request_store.unconfirmed(conn, request_id)
         if waiting:
-            raise Conflict(f"{waiting} downstream system(s) have not confirmed yet.", title="Systems pending")
+            raise Conflicting(
+                f"{waiting} downstream system(s) have not confirmed yet.", title="Systems pending"
+            )
         await self._transition(conn, row, "complete", actor, reason, now)
 
     async def confirm(
@@ -344,7 +344,7 @@ class Desk:
     ) -> None:
         row = await request_store.get(conn, request_id, _today(now), lock=True)
         if row is None or await request_store.confirm_system(conn, request_id, system_id) is None:
-            raise NotFound("No such request for this system.")
+            raise Absent("No such request for this system.")
         row = await self._transition(conn, row, "confirm_system", actor, None, now)
         if row.request.status == "in_progress" and not await request_store.unconfirmed(conn, request_id):
             await self._transition(conn, row, "complete", "system", "every system confirmed", now)
@@ -378,7 +378,7 @@ class Desk:
         """The request, locked for the rest of the transaction, if `step` may start from where it is."""
         row = await request_store.get(conn, request_id, _today(now), lock=True)
         if row is None:
-            raise NotFound("No such request.")
+            raise Absent("No such request.")
         _check(row, step)
         return row
 
@@ -451,12 +451,12 @@ class Desk:
 
 
 def _check(row: request_store.Row, step_name: str) -> Step:
-    """The step, if the request may make it from its status; Conflict (an illegal transition) if not."""
+    """The step, if the request may make it from its status; Conflicting (an illegal transition) if not."""
     step = LIFECYCLE[step_name]
     status = row.request.status
     if step.from_states and status not in step.from_states:
         allowed = " or ".join(f"`{s}`" for s in step.from_states)
-        raise Conflict(
+        raise Conflicting(
             f"A request that is `{status}` cannot be {step.action.rstrip('e')}ed (only one that is {allowed}).",
             title="Illegal transition",
         )

@@ -21,15 +21,8 @@ from consent_svc import crypto, outbox
 from consent_svc.audit import store as audit_store
 from consent_svc.bodies import json_body
 from consent_svc.consents.ledger import hash_identifiers
-from consent_svc.errors import (
-    Conflict,
-    FieldError,
-    Gone,
-    InvalidInput,
-    NotFound,
-    ProblemError,
-    problem_responses,
-)
+from consent_svc.errors import Conflict, Gone, InvalidInput, NotFound, ProblemError, problem_responses
+from consent_svc.exceptions import FieldError
 from consent_svc.requests import deadlines, documents, verification
 from consent_svc.requests import store as request_store
 from consent_svc.requests.desk import Desk

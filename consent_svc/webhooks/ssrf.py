@@ -13,7 +13,8 @@ from urllib.parse import SplitResult, urlsplit
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
-from consent_svc.errors import FieldError, InvalidInput
+from consent_svc.errors import InvalidInput
+from consent_svc.exceptions import FieldError
 from consent_svc.settings import Settings
 
 # Cloud metadata services: never a webhook receiver, refused even where private networks are allowed.
