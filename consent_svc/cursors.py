@@ -8,7 +8,7 @@ from uuid import UUID
 
 import msgspec
 
-from consent_svc.errors import MAX_YEAR, MIN_YEAR
+from consent_svc.exceptions import MAX_YEAR, MIN_YEAR
 
 # The largest sequence number (a bigint) a cursor or path may name: larger ones would fail in PostgreSQL.
 MAX_SEQ = 2**63 - 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
@@ -23,19 +22,6 @@ from consent_svc.exceptions import Absent, Conflicting, Erased, FieldError, Inva
 log = logging.getLogger("consent_svc.errors")
 
 PROBLEM_JSON = "application/problem+json"
-
-# Far enough from datetime's limits that no UTC offset overflows, wide enough for any real consent.
-MIN_YEAR, MAX_YEAR = 1900, 9000
-OUT_OF_RANGE = f"must be between the years {MIN_YEAR} and {MAX_YEAR}"
-
-
-def out_of_range(instants: Iterable[tuple[str, datetime | None]]) -> list[FieldError]:
-    """The named instants (None: not given) outside the years MIN_YEAR to MAX_YEAR."""
-    return [
-        FieldError(name, OUT_OF_RANGE)
-        for name, at in instants
-        if at is not None and not MIN_YEAR <= at.year <= MAX_YEAR
-    ]
 
 
 class Problem(msgspec.Struct, omit_defaults=True):

@@ -4,6 +4,9 @@ procrastinate's `exceptions.py` and litestar-fullstack's `lib/exceptions.py` kee
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
+
 import msgspec
 
 
@@ -12,6 +15,20 @@ class FieldError(msgspec.Struct, frozen=True):
 
     field: str
     message: str
+
+
+# Far enough from datetime's limits that no UTC offset overflows, wide enough for any real consent.
+MIN_YEAR, MAX_YEAR = 1900, 9000
+OUT_OF_RANGE = f"must be between the years {MIN_YEAR} and {MAX_YEAR}"
+
+
+def out_of_range(instants: Iterable[tuple[str, datetime | None]]) -> list[FieldError]:
+    """The named instants (None: not given) outside the years MIN_YEAR to MAX_YEAR."""
+    return [
+        FieldError(name, OUT_OF_RANGE)
+        for name, at in instants
+        if at is not None and not MIN_YEAR <= at.year <= MAX_YEAR
+    ]
 
 
 class ServiceError(Exception):

@@ -1,9 +1,11 @@
-"""Stopping background tasks for sure."""
+"""Background loops of a worker, and stopping background tasks for sure."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+
+import asyncpg
 
 log = logging.getLogger("consent_svc.tasks")
 
@@ -28,3 +30,22 @@ async def cancel(*tasks: asyncio.Task) -> None:
     for task in tasks:
         if not task.cancelled():
             task.exception()  # retrieved, so asyncio does not log it as never retrieved
+
+
+class Background:
+    """A worker's long-running loop (`_run`) on the pool the app's lifespan opens: started once, stopped for
+    sure (subclasses that must finish something at stop extend `stop`)."""
+
+    pool: asyncpg.Pool | None = None
+    _task: asyncio.Task | None = None
+
+    def start(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            await cancel(self._task)
+
+    async def _run(self) -> None:
+        raise NotImplementedError

@@ -117,23 +117,16 @@ async def sign(conn: asyncpg.Connection, signer: crypto.Signer, frontier: chain.
     await conn.execute(INSERT_CHECKPOINT, frontier.size, root, signed_at, signer.key_id, signature)
 
 
-class Integrator:
+class Integrator(tasks.Background):
     """One per worker; rounds of all workers take turns under one advisory lock."""
 
     def __init__(self, signer: crypto.Signer, checkpoint_seconds: float) -> None:
-        self.pool: asyncpg.Pool | None = None  # set by the app's lifespan
         self.signer = signer
         self.checkpoint_seconds = checkpoint_seconds
-        self._task: asyncio.Task | None = None
-
-    def start(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-        self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
         """Chain and sign what is there, so a verify right after a stop covers everything."""
-        if self._task is not None:
-            await tasks.cancel(self._task)
+        await super().stop()
         try:
             await self.round(checkpoint=True)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ChainBroken) as exc:

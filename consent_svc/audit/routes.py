@@ -32,15 +32,8 @@ from consent_svc.audit.types import (
     Timeline,
     TimelineItem,
 )
-from consent_svc.errors import (
-    InvalidInput,
-    NotFound,
-    ProblemError,
-    Unavailable,
-    out_of_range,
-    problem_responses,
-)
-from consent_svc.exceptions import FieldError
+from consent_svc.errors import InvalidInput, NotFound, ProblemError, Unavailable, problem_responses
+from consent_svc.exceptions import FieldError, out_of_range
 from consent_svc.openapi import documented, inline_schema
 
 FILTERS = (

@@ -14,8 +14,8 @@ from consent_svc.audit import store as audit_store
 from consent_svc.consents.identity import IdentifierError, SubjectConflict, normalize
 from consent_svc.consents.store import PreparedRecord, SubjectErased, insert_records, source_id
 from consent_svc.consents.types import BatchReceipt, ConsentBatch, ConsentRecordIn, Identifier, Source, Status
-from consent_svc.errors import each_valid, out_of_range
-from consent_svc.exceptions import Conflicting, FieldError, Invalid, Unrecorded
+from consent_svc.errors import each_valid
+from consent_svc.exceptions import Conflicting, FieldError, Invalid, Unrecorded, out_of_range
 from consent_svc.policies.load import UNKNOWN_REGION, canonical_region
 from consent_svc.policies.types import Policies
 from consent_svc.settings import Settings

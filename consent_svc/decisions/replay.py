@@ -15,8 +15,7 @@ from consent_svc.decisions import checks, store
 from consent_svc.decisions.engine import Rulebook
 from consent_svc.decisions.live import two_subjects
 from consent_svc.decisions.types import PolicyRef, ReplayedDecision, ReplayRequest
-from consent_svc.errors import out_of_range
-from consent_svc.exceptions import Absent, Invalid
+from consent_svc.exceptions import Absent, Invalid, out_of_range
 from consent_svc.policies import store as policy_store
 from consent_svc.policies.load import build_policies
 

@@ -37,7 +37,7 @@ from consent_svc.requests import public, verification
 from consent_svc.requests.desk import Desk
 from consent_svc.requests.types import PublicRequestIn, RequestSubject
 from consent_svc.settings import Settings
-from consent_svc.web.pages import Form, brand, swapped
+from consent_svc.web.pages import Form, page, swapped
 
 CHOICES = (
     ("access", "See what you hold about me"),
@@ -109,12 +109,9 @@ SHOWN_STATES = {"granted": "allowed", "denied": "not allowed", "withdrawn": "not
 
 
 def _page(name: str, request: Request, settings: Settings, status: int = 200, /, **context) -> Template:
+    """A privacy-center page: no staff member, and what every one of its forms shows (the browser's GPC)."""
     gpc = request.headers.get("sec-gpc", "").strip() == "1"
-    return Template(
-        template_name=name,
-        context={"brand": brand(settings), "gpc": gpc, "regions": REGIONS, "choices": CHOICES, **context},
-        status_code=status,
-    )
+    return page(name, settings, None, status, gpc=gpc, regions=REGIONS, choices=CHOICES, **context)
 
 
 def _plain(exc: ProblemError) -> str:

@@ -186,7 +186,7 @@ async def _dedicated_present(conn: asyncpg.Connection) -> bool:
     return True
 
 
-class Outbound:
+class Outbound(tasks.Background):
     """One per worker: stands by, or leads (dispatches and sends)."""
 
     def __init__(self, keys: crypto.Keys, settings: Settings, dedicated: bool = False) -> None:
@@ -196,22 +196,15 @@ class Outbound:
         self.allow_private = settings.webhook_allow_private_networks
         self.retry_window = timedelta(hours=settings.webhook_retry_hours)
         self.retry_base = settings.webhook_retry_base_seconds
-        self.pool: asyncpg.Pool | None = None
         self.targets: dict[UUID, Target] = {}
-        self._task: asyncio.Task | None = None
         self._senders: dict[UUID, asyncio.Task] = {}
         self._wakes: dict[UUID, asyncio.Event] = {}
         self._changed = asyncio.Event()
         self._sends = asyncio.Semaphore(SENDS_AT_ONCE)
         self._client: aiohttp.ClientSession | None = None
 
-    def start(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
     async def stop(self) -> None:
-        if self._task is not None:
-            await tasks.cancel(self._task)
+        await super().stop()
         await tasks.cancel(*self._senders.values())  # a sender left by a leader that was cancelled twice
 
     def subscriptions_changed(self) -> None:

@@ -16,8 +16,8 @@ from consent_svc import crypto, cursors
 from consent_svc.audit import store as audit_store
 from consent_svc.bodies import json_body
 from consent_svc.consents.ledger import RecordRules
-from consent_svc.errors import InvalidInput, NotFound, out_of_range, problem_responses
-from consent_svc.exceptions import FieldError
+from consent_svc.errors import InvalidInput, NotFound, problem_responses
+from consent_svc.exceptions import FieldError, out_of_range
 from consent_svc.settings import Settings
 from consent_svc.webhooks import ssrf, subscriptions
 from consent_svc.webhooks.delivery import Outbound
