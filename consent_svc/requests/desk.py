@@ -457,7 +457,7 @@ def _check(row: request_store.Row, step_name: str) -> Step:
     if step.from_states and status not in step.from_states:
         allowed = " or ".join(f"`{s}`" for s in step.from_states)
         raise Conflicting(
-            f"A request that is `{status}` cannot be {step.action.rstrip('e')}ed (only one that is {allowed}).",
+            f"`{step.action}` does not apply to a request that is `{status}`: only to one that is {allowed}.",
             title="Illegal transition",
         )
     return step

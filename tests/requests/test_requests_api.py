@@ -114,7 +114,11 @@ async def test_illegal_transitions_are_409_and_a_refusal_needs_a_reason(client, 
     await act(client, staff, made["id"], "reject", expect=422)  # no reason
     rejected = await act(client, staff, made["id"], "reject", reason="could not verify identity")
     assert rejected["status"] == "rejected" and rejected["closed_at"]
-    await act(client, staff, made["id"], "verify", expect=409, reason="late")
+    late = await act(client, staff, made["id"], "verify", expect=409, reason="late")
+    assert (late["title"], late["detail"]) == (
+        "Illegal transition",
+        "`verify` does not apply to a request that is `rejected`: only to one that is `received` or `verifying`.",
+    )
     await act(client, staff, made["id"], "extend", expect=409, reason="too late")
     missing = await client.post(
         "/v1/requests/0190f5a4-6a2b-7c3d-8e4f-5a6b7c8d9e0f/verify", json={"reason": "x"}, headers=staff
