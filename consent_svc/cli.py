@@ -125,7 +125,12 @@ class Supervised:
     def _keep(self) -> None:
         log = logging.getLogger("consent_svc")
         while not self.stopping.is_set():
-            self.child = subprocess.Popen(self.command)
+            # close_fds=False lets Popen use posix_spawn, which needs no pipe to learn that the exec worked.
+            # With fork+exec that pipe's write end, open in this process for a moment, is inherited by any
+            # granian worker forked meanwhile, and Popen then waits on it until that worker exits: seen under
+            # load, a killed delivery process was never restarted. Python's own fds are not inheritable
+            # (PEP 446), so the child gets only its standard streams either way.
+            self.child = subprocess.Popen(self.command, close_fds=False)
             code = self.child.wait()
             if code in (0, -signal.SIGTERM, -signal.SIGINT):
                 return  # told to stop (the whole service is stopping): not a crash
