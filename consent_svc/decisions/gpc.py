@@ -68,6 +68,8 @@ class GpcRecorder:
         regimes = self.rulebook.policies.regimes
         try:
             async with pool.acquire() as conn:
+                # The check already read this for its own state; read again here because a grant may have
+                # been committed since the answer, and the consumer's latest word must not be overwritten.
                 regranted = await store.regranted_after_gpc(
                     conn, [(s, row.purpose) for s, (row, _) in signals.items()]
                 )
